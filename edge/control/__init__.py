@@ -1,0 +1,1 @@
+"""Pure decisions over snapshots: authorization, load allocation."""

@@ -1,0 +1,29 @@
+"""Units and the one sign convention used everywhere in edge.
+
+Positive = import from the grid / charging the EV; negative = export / discharging.
+Current is in A per phase, power in W, energy in Wh. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+Amps = float
+Watts = float
+WattHours = float
+
+
+def iso_utc(t: datetime) -> str:
+    """Format an aware datetime as ISO 8601 UTC with a `Z` suffix, millisecond precision."""
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an OCPP dateTime (RFC 3339); a value without offset is taken as UTC."""
+    t = datetime.fromisoformat(text.replace("z", "Z"))
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def to_wh(value: float, unit: str | None) -> WattHours:
+    """Convert an energy reading in Wh or kWh (OCPP UnitOfMeasure) to Wh."""
+    return value * 1000.0 if unit == "kWh" else value

@@ -1,0 +1,1 @@
+"""Site meters over Modbus."""

@@ -1,0 +1,1 @@
+"""The LAN side: OCPP-J server, framing, per-version handlers, outbound commands."""

@@ -1,0 +1,1 @@
+"""Composition root: config to running objects."""

@@ -1,0 +1,1 @@
+"""Simulated chargers and meters for demos and tests."""

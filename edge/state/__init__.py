@@ -1,0 +1,1 @@
+"""The live registry of stations, connectors and sessions."""
