@@ -1,0 +1,56 @@
+"""Prometheus metrics of one daemon; each instance owns its registry (tests run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The counters the daemon exposes on `/metrics`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge(
+            "edge_ocpp_connections", "Open charger connections", ["version"], registry=r
+        )
+        self.connects = Counter(
+            "edge_ocpp_connects_total", "Accepted charger connections", ["version"], registry=r
+        )
+        self.rejected_handshakes = Counter(
+            "edge_ocpp_handshakes_rejected_total",
+            "Charger handshakes refused",
+            ["reason"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "edge_ocpp_messages_total",
+            "OCPP CALLs by direction (in = charger to gateway), action and version",
+            ["direction", "action", "version"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "edge_ocpp_errors_total", "CALLERRORs sent to chargers, by code", ["code"], registry=r
+        )
+        self.commit_seconds = Histogram(
+            "edge_store_commit_seconds",
+            "Duration of one group commit",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "edge_store_commit_batch_size",
+            "Records per group commit",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+            registry=r,
+        )
+
+    def on_commit(self, batch: int, seconds: float) -> None:
+        """Feed one group commit into the histograms (called from the writer thread)."""
+        self.commit_seconds.observe(seconds)
+        self.commit_batch.observe(batch)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

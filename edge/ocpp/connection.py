@@ -1,0 +1,254 @@
+"""One charger's OCPP-J RPC session over an open websocket.
+
+Concurrency rules live here and only here (STYLE.md §12):
+- the reader never waits on a handler, so the answer to our own CALL is always read,
+  even while a charger CALL is being handled (the `ocpp` library's ChargePoint
+  deadlocks when a handler awaits its own call());
+- inbound CALLs are handled one after another in arrival order (a charger sends one
+  at a time, OCPP-J 1.6 §4.1.1; order matters for transaction messages);
+- at most one outbound CALL is outstanding per connection (OCPP-J 1.6 §4.1.1,
+  OCPP-J 2.0.1 §4.1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from edge.domain.station import OcppVersion
+from edge.errors import CommandFailed, CommandTimeout, StationNotConnected
+from edge.metrics import Metrics
+from edge.ocpp import frames, schemas
+from edge.ocpp.frames import Call, CallError, CallResult, CallResultError, FrameError, Send
+
+Payload = dict[str, Any]
+Handler = Callable[[Payload], Awaitable[Payload]]
+
+log = structlog.get_logger("edge.ocpp")
+
+
+class Socket(Protocol):
+    """What the connection needs of a websocket (websockets' ServerConnection has it)."""
+
+    async def send(self, message: str) -> None: ...
+    async def recv(self) -> str | bytes: ...
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class CallErrorReply(Exception):
+    """Raised by a handler to answer with a CALLERROR instead of a CALLRESULT."""
+
+    def __init__(self, code: str, description: str = "", details: Payload | None = None) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details or {}
+
+
+class Connection:
+    """Reads frames, answers the charger's CALLs through `handlers`, sends our CALLs."""
+
+    def __init__(
+        self,
+        ws: Socket,
+        station_id: str,
+        version: OcppVersion,
+        handlers: Mapping[str, Handler],
+        *,
+        call_timeout: float,
+        metrics: Metrics,
+    ) -> None:
+        self.ws = ws
+        self.station_id = station_id
+        self.version = version
+        self.handlers = handlers
+        self.call_timeout = call_timeout
+        self.metrics = metrics
+        self._inbox: asyncio.Queue[Call | Send | None] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Payload]] = {}
+        self._call_lock = asyncio.Lock()
+        # Our unique ids: a random per-connection prefix and a counter, never a
+        # collision with ids the charger or the cloud use (OCPP-J 2.0.1 §6.4 spirit).
+        self._prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+        self.closed = asyncio.Event()
+
+    async def serve(self) -> None:
+        """Run until the socket closes; pending outbound calls then fail."""
+        worker = asyncio.create_task(self._work(), name=f"ocpp-in-{self.station_id}")
+        try:
+            await self._read()
+        finally:
+            self.closed.set()
+            self._inbox.put_nowait(None)
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(StationNotConnected(self.station_id))
+            self._pending.clear()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(worker, timeout=5)
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            while True:
+                data = await self.ws.recv()
+                self._dispatch(data)
+        except ConnectionClosed:
+            return
+
+    def _dispatch(self, data: str | bytes) -> None:
+        try:
+            frame = frames.parse(data, self.version)
+        except FrameError as exc:
+            self._frame_error(exc, data)
+            return
+        match frame:
+            case Call() | Send():
+                self._inbox.put_nowait(frame)
+            case CallResult():
+                self._resolve(frame.unique_id, frame)
+            case CallError() | CallResultError():
+                self._resolve(frame.unique_id, frame)
+
+    def _frame_error(self, exc: FrameError, data: str | bytes) -> None:
+        log.warning(
+            "ocpp.frame.invalid",
+            code=exc.code,
+            reason=exc.description,
+            frame=(data[:200] if isinstance(data, str) else repr(data[:200])),
+        )
+        if exc.unique_id is not None:
+            self._spawn_send(frames.encode_error(exc.unique_id, exc.code, exc.description))
+            self.metrics.errors.labels(exc.code).inc()
+
+    def _resolve(self, unique_id: str, frame: CallResult | CallError | CallResultError) -> None:
+        fut = self._pending.pop(unique_id, None)
+        if fut is None or fut.done():
+            log.warning("ocpp.result.unexpected", unique_id=unique_id, frame=type(frame).__name__)
+            return
+        if isinstance(frame, CallResult):
+            fut.set_result(frame.payload)
+        else:
+            fut.set_exception(_ReplyError(frame.code, frame.description))
+
+    async def _work(self) -> None:
+        while (item := await self._inbox.get()) is not None:
+            if isinstance(item, Send):
+                await self._notify(item)
+            else:
+                await self._answer(item)
+
+    async def _answer(self, call: Call) -> None:
+        version = self.version.value
+        self.metrics.messages.labels("in", call.action, version).inc()
+        try:
+            payload = await self._handle(call.action, call.payload)
+        except CallErrorReply as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            log.info("ocpp.call.refused", action=call.action, code=exc.code, reason=exc.description)
+            await self._send(
+                frames.encode_error(call.unique_id, exc.code, exc.description, exc.details)
+            )
+            return
+        except Exception:
+            log.exception("ocpp.handler.failed", action=call.action)
+            self.metrics.errors.labels("InternalError").inc()
+            await self._send(
+                frames.encode_error(call.unique_id, "InternalError", "handler failed", {})
+            )
+            return
+        await self._send(frames.encode_result(call.unique_id, payload))
+
+    async def _handle(self, action: str, payload: Payload) -> Payload:
+        handler = self.handlers.get(action)
+        if handler is None:
+            # OCPP-J 1.6 §4.2.3 / 2.0.1 Part 4 §4.3: NotImplemented = action not known by
+            # the receiver; NotSupported = recognised but not supported (the `ocpp`
+            # library has these two swapped).
+            if schemas.has_action(self.version, action):
+                raise CallErrorReply("NotSupported", f"{action} is not supported by this CSMS")
+            raise CallErrorReply("NotImplemented", f"unknown action {action!r}")
+        try:
+            schemas.validate_request(self.version, action, payload)
+        except schemas.PayloadError as exc:
+            raise CallErrorReply(exc.code, exc.description, exc.details) from exc
+        return await handler(payload)
+
+    async def _notify(self, send: Send) -> None:
+        # OCPP 2.1 Part 4 §4.2.6: SEND is unconfirmed; never answered, not even on error.
+        self.metrics.messages.labels("in", send.action, self.version.value).inc()
+        try:
+            await self._handle(send.action, send.payload)
+        except Exception as exc:
+            log.info("ocpp.send.ignored", action=send.action, reason=str(exc))
+
+    async def call(self, action: str, payload: Payload, timeout: float | None = None) -> Payload:
+        """Send one CALL and return the charger's CALLRESULT payload.
+
+        Raises StationNotConnected, CommandTimeout, CommandFailed (CALLERROR).
+        """
+        if self.closed.is_set():
+            raise StationNotConnected(self.station_id)
+        timeout = self.call_timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(self._call_lock.acquire(), timeout)
+        except TimeoutError:
+            raise CommandTimeout(self.station_id, action, timeout) from None
+        try:
+            return await self._call_locked(action, payload, timeout)
+        finally:
+            self._call_lock.release()
+
+    async def _call_locked(self, action: str, payload: Payload, timeout: float) -> Payload:
+        unique_id = f"{self._prefix}-{next(self._ids)}"
+        fut: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        self._pending[unique_id] = fut
+        self.metrics.messages.labels("out", action, self.version.value).inc()
+        try:
+            await self._send(frames.encode_call(unique_id, action, payload))
+            result = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            log.warning("ocpp.call.timeout", action=action, timeout_s=timeout)
+            raise CommandTimeout(self.station_id, action, timeout) from None
+        except _ReplyError as exc:
+            log.info("ocpp.call.error", action=action, code=exc.code, reason=exc.description)
+            raise CommandFailed(self.station_id, action, exc.code, exc.description) from None
+        finally:
+            self._pending.pop(unique_id, None)
+        try:
+            schemas.validate_response(self.version, action, result)
+        except schemas.PayloadError as exc:
+            log.warning("ocpp.result.invalid", action=action, code=exc.code, reason=exc.description)
+            raise CommandFailed(self.station_id, action, exc.code, exc.description) from None
+        return result
+
+    async def _send(self, text: str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self.ws.send(text)
+        except ConnectionClosed:
+            log.info("ocpp.send.closed")
+
+    def _spawn_send(self, text: str) -> None:
+        task = asyncio.ensure_future(self._send(text))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the websocket; `serve` then returns."""
+        await self.ws.close(code, reason)
+
+
+class _ReplyError(Exception):
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(code)
+        self.code = code
+        self.description = description

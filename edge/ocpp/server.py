@@ -1,0 +1,332 @@
+"""The charger endpoint: `ws[s]://<host>:<port><path>/<station-id>`.
+
+Handshake rules (OCPP-J 1.6 §3, OCPP 2.0.1 Part 4 §3, Security Whitepaper / Part 2 A00):
+- the station id is the last path segment, percent-decoded; unknown ids get HTTP 404
+  unless unknown stations are allowed;
+- security profile 1 (HTTP Basic, user = station id), 2 (TLS + Basic), 3 (TLS with
+  a client certificate whose CN is the station id); TLS 1.2 at least;
+- the newest OCPP version both sides speak wins; with none in common the handshake
+  completes without a subprotocol and the socket is closed at once (OCPP-J 2.0.1 §3.2);
+- a newer connection of the same station replaces the older one, which is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from edge.domain.events import StationConnected, StationDisconnected
+from edge.domain.station import OcppVersion
+from edge.errors import StationNotConnected
+from edge.metrics import Metrics
+from edge.ocpp.connection import CallErrorReply, Connection, Handler
+from edge.ocpp.inbound_v2 import V2Inbound
+from edge.ocpp.inbound_v16 import V16Inbound
+from edge.ocpp.site import Site
+
+log = structlog.get_logger("edge.ocpp")
+
+MAX_ID_LENGTH = 48  # OCPP 2.0.1 Part 4 §3.1.1: identity is at most 48 characters
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the endpoint needs from `[ocpp]` and `[[stations]]`."""
+
+    host: str = "0.0.0.0"
+    port: int = 9000
+    path: str = "/ocpp"
+    versions: Sequence[OcppVersion] = (OcppVersion.V21, OcppVersion.V201, OcppVersion.V16)
+    security_profile: int = 0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    allow_unknown: bool = False
+    passwords: Mapping[str, str | None] = field(default_factory=dict)
+    call_timeout: float = 30.0
+    ping_interval: float | None = 60.0
+    max_frame_bytes: int = 65536
+    compression: bool = True
+
+
+def station_from_path(base: str, raw_path: str) -> str | None:
+    """The percent-decoded station id of a request path, or None if the path is not ours."""
+    path = urlsplit(raw_path).path
+    prefix = base.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        return None
+    rest = path[len(prefix) :]
+    if not rest or "/" in rest:
+        return None
+    return unquote(rest)
+
+
+def id_problem(station_id: str) -> str | None:
+    """Why a station id is unacceptable, or None (2.0.1 Part 4 §3.1.1; ':' breaks Basic auth)."""
+    if not station_id:
+        return "empty station id"
+    if len(station_id) > MAX_ID_LENGTH:
+        return f"station id longer than {MAX_ID_LENGTH} characters"
+    if ":" in station_id:
+        return "station id contains ':'"
+    if not station_id.isprintable() or not station_id.isascii():
+        return "station id has non-printable or non-ASCII characters"
+    return None
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """User and password of an HTTP Basic Authorization header (RFC 7617)."""
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The server TLS context for profiles 2 and 3; TLS 1.2 at least (Part 2 A00.FR.318)."""
+    if settings.security_profile < 2:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert settings.tls_cert and settings.tls_key, "config validation requires them"
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_ca:
+        ctx.load_verify_locations(settings.tls_ca)
+    if settings.security_profile == 3:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def peer_common_name(conn: ServerConnection) -> str | None:
+    """The CN of the client certificate of a TLS connection, if any."""
+    cert = conn.transport.get_extra_info("peercert") if conn.transport else None
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+class OcppServer:
+    """Accepts chargers and keeps one `Connection` per connected station."""
+
+    def __init__(self, settings: ServerSettings, site: Site, metrics: Metrics) -> None:
+        self.settings = settings
+        self.site = site
+        self.metrics = metrics
+        self.connections: dict[str, Connection] = {}
+        self._server: Server | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and listen."""
+        s = self.settings
+        extensions = (
+            # Small windows keep zlib state near 10 KB per connection instead of ~300 KB.
+            [
+                ServerPerMessageDeflateFactory(
+                    server_max_window_bits=11,
+                    client_max_window_bits=11,
+                    compress_settings={"memLevel": 4},
+                )
+            ]
+            if s.compression
+            else None
+        )
+        self._server = await serve(
+            self._handle,
+            s.host,
+            s.port,
+            ssl=tls_context(s),
+            subprotocols=[Subprotocol(v.subprotocol) for v in s.versions],
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._check_request,
+            compression=None,
+            extensions=extensions,
+            max_size=s.max_frame_bytes,
+            ping_interval=s.ping_interval or None,
+            ping_timeout=s.ping_interval or None,
+            max_queue=8,
+        )
+        log.info("ocpp.listening", host=s.host, port=self.port, path=s.path)
+
+    async def stop(self) -> None:
+        """Close every charger connection and stop listening."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def call(
+        self, station_id: str, action: str, payload: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send a CALL to a connected station and return its answer."""
+        conn = self.connections.get(station_id)
+        if conn is None:
+            raise StationNotConnected(station_id)
+        return await conn.call(action, payload, timeout)
+
+    def version_of(self, station_id: str) -> OcppVersion | None:
+        """The negotiated OCPP version of a connected station."""
+        conn = self.connections.get(station_id)
+        return conn.version if conn else None
+
+    def _refuse(
+        self, conn: ServerConnection, status: HTTPStatus, reason: str, station: str
+    ) -> Response:
+        self.metrics.rejected_handshakes.labels(reason.split(":")[0]).inc()
+        log.warning(
+            "ocpp.handshake.refused",
+            station=station,
+            status=int(status),
+            reason=reason,
+            remote=_remote(conn),
+        )
+        return conn.respond(status, f"{reason}\n")
+
+    def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        s = self.settings
+        station = station_from_path(s.path, request.path)
+        if station is None:
+            return self._refuse(conn, HTTPStatus.NOT_FOUND, "path: not a charger endpoint", "")
+        problem = id_problem(station)
+        if problem:
+            return self._refuse(conn, HTTPStatus.BAD_REQUEST, f"station id: {problem}", station)
+        known = station in s.passwords
+        if not known and not s.allow_unknown:
+            return self._refuse(conn, HTTPStatus.NOT_FOUND, "unknown station", station)
+        if s.security_profile in (1, 2):
+            return self._check_basic(conn, request, station)
+        if s.security_profile == 3:
+            cn = peer_common_name(conn)
+            if cn != station:
+                return self._refuse(
+                    conn, HTTPStatus.FORBIDDEN, f"certificate: CN {cn!r} is not the id", station
+                )
+        return None
+
+    def _check_basic(
+        self, conn: ServerConnection, request: Request, station: str
+    ) -> Response | None:
+        creds = basic_credentials(request.headers.get("Authorization"))
+        expected = self.settings.passwords.get(station)
+        if creds is None:
+            response = self._refuse(
+                conn, HTTPStatus.UNAUTHORIZED, "auth: no Basic credentials", station
+            )
+            response.headers["WWW-Authenticate"] = 'Basic realm="edge"'
+            return response
+        user, password = creds
+        if (
+            user != station
+            or expected is None
+            or not hmac.compare_digest(password.encode(), expected.encode())
+        ):
+            response = self._refuse(
+                conn, HTTPStatus.UNAUTHORIZED, "auth: wrong credentials", station
+            )
+            response.headers["WWW-Authenticate"] = 'Basic realm="edge"'
+            return response
+        return None
+
+    def _select_subprotocol(
+        self, conn: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        for version in self.settings.versions:
+            if version.subprotocol in offered:
+                return Subprotocol(version.subprotocol)
+        return None
+
+    def _handlers(self, station: str, version: OcppVersion) -> dict[str, Handler]:
+        table = (
+            V16Inbound(station, self.site).table()
+            if version is OcppVersion.V16
+            else V2Inbound(station, self.site, version).table()
+        )
+        return {action: self._gated(station, action, h) for action, h in table.items()}
+
+    def _gated(self, station: str, action: str, handler: Handler) -> Handler:
+        if action == "BootNotification":
+            return handler
+
+        async def gated(payload: dict[str, Any]) -> dict[str, Any]:
+            # OCPP 2.0.1 B02.FR.09 / B03: until its boot is accepted a station may only
+            # send BootNotification; the same holds for 1.6 stations here.
+            if self.site.boot_status(station) != "Accepted":
+                raise CallErrorReply("SecurityError", "BootNotification not accepted yet")
+            return await handler(payload)
+
+        return gated
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        station = station_from_path(self.settings.path, ws.request.path if ws.request else "")
+        assert station is not None, "checked in _check_request"
+        structlog.contextvars.bind_contextvars(station=station)
+        if ws.subprotocol is None:
+            offered = ws.request.headers.get("Sec-WebSocket-Protocol") if ws.request else None
+            self.metrics.rejected_handshakes.labels("subprotocol").inc()
+            log.warning("ocpp.subprotocol.none", offered=offered)
+            await ws.close(1002, "no common OCPP subprotocol")
+            return
+        version = OcppVersion.from_subprotocol(ws.subprotocol)
+        structlog.contextvars.bind_contextvars(ocpp=version.value)
+        conn = Connection(
+            ws,
+            station,
+            version,
+            self._handlers(station, version),
+            call_timeout=self.settings.call_timeout,
+            metrics=self.metrics,
+        )
+        old = self.connections.get(station)
+        self.connections[station] = conn
+        if old is not None:
+            log.warning("ocpp.connection.replaced", remote=_remote(ws))
+            closing = asyncio.ensure_future(old.close(1000, "replaced by a newer connection"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        await self.site.record(StationConnected(station, version, self.site.now(), _remote(ws)))
+        log.info("ocpp.connected", remote=_remote(ws))
+        self.metrics.connects.labels(version.value).inc()
+        self.metrics.connections.labels(version.value).inc()
+        try:
+            await conn.serve()
+        finally:
+            self.metrics.connections.labels(version.value).dec()
+            if self.connections.get(station) is conn:
+                del self.connections[station]
+                reason = f"{ws.close_code} {ws.close_reason}".strip() if ws.close_code else ""
+                log.info("ocpp.disconnected", reason=reason)
+                await self.site.record(StationDisconnected(station, self.site.now(), reason))
+
+
+def _remote(ws: ServerConnection) -> str:
+    addr = ws.remote_address
+    return f"{addr[0]}:{addr[1]}" if addr else ""

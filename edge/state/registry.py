@@ -1,0 +1,163 @@
+"""The live registry: which stations are connected, connector states, active sessions.
+
+Pure: events in, JSON-able views out. The service applies each event after the store
+committed it, so the registry never shows something a restart would forget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from edge.domain.events import (
+    ConnectorStatusChanged,
+    Event,
+    MeterValuesReceived,
+    Recorded,
+    StationBooted,
+    StationConnected,
+    StationDisconnected,
+    TransactionEnded,
+    TransactionStarted,
+    TransactionUpdated,
+)
+from edge.domain.session import Session
+from edge.domain.station import OcppVersion, StationIdentity
+from edge.domain.units import iso_utc
+
+
+@dataclass(slots=True)
+class ConnectorState:
+    status: str
+    error_code: str | None
+    updated_at: datetime
+
+
+@dataclass(slots=True)
+class ActiveSession:
+    id: int
+    station: str
+    connector: int
+    transaction_id: str | None
+    id_tag: str | None
+    started_at: datetime
+
+
+@dataclass(slots=True)
+class StationState:
+    id: str
+    configured: bool
+    bidirectional: bool = False
+    connected: bool = False
+    ocpp_version: OcppVersion | None = None
+    identity: StationIdentity = field(default_factory=StationIdentity)
+    last_seen: datetime | None = None
+    boot_status: str | None = None
+    connectors: dict[int, ConnectorState] = field(default_factory=dict)
+    limit_a: float | None = None
+    limit_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The DESIGN.md §4.6 station shape."""
+        return {
+            "id": self.id,
+            "connected": self.connected,
+            "configured": self.configured,
+            "ocpp_version": self.ocpp_version.value if self.ocpp_version else None,
+            "vendor": self.identity.vendor or None,
+            "model": self.identity.model or None,
+            "firmware": self.identity.firmware or None,
+            "serial": self.identity.serial or None,
+            "boot_status": self.boot_status,
+            "last_seen": iso_utc(self.last_seen) if self.last_seen else None,
+            "bidirectional": self.bidirectional,
+            "limit_a": self.limit_a,
+            "limit_reason": self.limit_reason,
+            "connectors": [
+                {"id": cid, "status": c.status, "error_code": c.error_code}
+                for cid, c in sorted(self.connectors.items())
+            ],
+        }
+
+
+class Registry:
+    """Stations by id and active sessions by gateway session id."""
+
+    def __init__(self, configured: Iterable[tuple[str, bool]] = ()) -> None:
+        self.stations: dict[str, StationState] = {
+            sid: StationState(sid, configured=True, bidirectional=bidi) for sid, bidi in configured
+        }
+        self.sessions: dict[int, ActiveSession] = {}
+
+    def station(self, station_id: str) -> StationState:
+        """The state of a station, created on first sight (allow_unknown_stations)."""
+        st = self.stations.get(station_id)
+        if st is None:
+            st = self.stations[station_id] = StationState(station_id, configured=False)
+        return st
+
+    def restore(self, stations: Iterable[dict[str, Any]], sessions: Iterable[Session]) -> None:
+        """Load what the store remembers at start-up; every station starts disconnected."""
+        for row in stations:
+            st = self.station(str(row["id"]))
+            st.identity = StationIdentity(
+                str(row.get("vendor") or ""),
+                str(row.get("model") or ""),
+                str(row.get("firmware") or ""),
+                str(row.get("serial") or ""),
+            )
+            version = row.get("ocpp_version")
+            st.ocpp_version = OcppVersion(version) if version else None
+            st.boot_status = row.get("boot_status")
+        for s in sessions:
+            self.sessions[s.id] = ActiveSession(
+                s.id, s.station, s.connector, s.transaction_id, s.id_tag, s.started_at
+            )
+
+    def apply(self, event: Event, recorded: Recorded) -> None:
+        """Fold one committed event into the live view."""
+        st = self.station(event.station)
+        st.last_seen = event.at
+        match event:
+            case StationConnected():
+                st.connected = True
+                st.ocpp_version = event.ocpp_version
+            case StationDisconnected():
+                st.connected = False
+            case StationBooted():
+                st.identity = event.identity
+                st.boot_status = event.status
+            case ConnectorStatusChanged():
+                st.connectors[event.connector] = ConnectorState(
+                    event.status, event.error_code, event.timestamp or event.at
+                )
+            case TransactionStarted() | TransactionUpdated() if recorded.session_id is not None:
+                self._track(event, recorded.session_id)
+            case TransactionEnded() if recorded.session_id is not None:
+                self.sessions.pop(recorded.session_id, None)
+            case MeterValuesReceived():
+                pass
+
+    def _track(self, event: TransactionStarted | TransactionUpdated, session_id: int) -> None:
+        if session_id in self.sessions:
+            return
+        connector = event.connector if event.connector is not None else 0
+        started = event.started_at if isinstance(event, TransactionStarted) else event.at
+        self.sessions[session_id] = ActiveSession(
+            session_id, event.station, connector, event.transaction_id, event.id_tag, started
+        )
+
+    def active_sessions(self, station_id: str | None = None) -> list[ActiveSession]:
+        """Active sessions, of one station or all, oldest first."""
+        found = [s for s in self.sessions.values() if station_id in (None, s.station)]
+        return sorted(found, key=lambda s: s.id)
+
+    def counts(self) -> dict[str, int]:
+        """Known and connected stations, active sessions."""
+        return {
+            "known": len(self.stations),
+            "connected": sum(1 for s in self.stations.values() if s.connected),
+            "active_sessions": len(self.sessions),
+        }
