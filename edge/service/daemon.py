@@ -1,0 +1,180 @@
+"""The daemon: config -> store, registry, OCPP endpoint, API; run until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+
+import structlog
+
+from edge.config import Config
+from edge.domain.auth import AuthEntry, AuthStatus
+from edge.domain.station import OcppVersion
+from edge.errors import EdgeError
+from edge.logs import configure as configure_logging
+from edge.metrics import Metrics
+from edge.ocpp.server import OcppServer, ServerSettings
+from edge.service.backend import DaemonBackend
+from edge.service.commands import StationCommands
+from edge.service.site import SiteService, utc_now
+from edge.state.registry import Registry
+from edge.store import auth as auth_store
+from edge.store import queries
+from edge.store.writer import Store
+
+log = structlog.get_logger("edge.daemon")
+
+HOUSEKEEPING_S = 2.0
+
+
+def server_settings(config: Config) -> ServerSettings:
+    """The OCPP endpoint's settings from `[ocpp]` and `[[stations]]`."""
+    o = config.ocpp
+    order = [OcppVersion.V21, OcppVersion.V201, OcppVersion.V16]
+    wanted = {OcppVersion(v) for v in o.versions}
+    return ServerSettings(
+        host=o.host,
+        port=o.port,
+        path=o.path,
+        versions=[v for v in order if v in wanted],
+        security_profile=o.security_profile,
+        tls_cert=str(o.tls_cert) if o.tls_cert else None,
+        tls_key=str(o.tls_key) if o.tls_key else None,
+        tls_ca=str(o.tls_ca) if o.tls_ca else None,
+        allow_unknown=o.allow_unknown_stations,
+        passwords={s.id: s.password for s in config.stations},
+        call_timeout=o.call_timeout_s,
+        ping_interval=o.ping_interval_s or None,
+        max_frame_bytes=o.max_frame_bytes,
+        compression=o.compression,
+    )
+
+
+class Daemon:
+    """Owns every long-lived object; `start` and `stop` are each other's inverse."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.registry = Registry((s.id, s.bidirectional) for s in config.stations)
+        self.store: Store | None = None
+        self.server: OcppServer | None = None
+        self.backend: DaemonBackend | None = None
+        self.api_runner: object | None = None
+        self.api_port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the store, restore state, listen for chargers and for the API."""
+        from edge.api.server import bound_port, create_app, start_api
+
+        path = Path(self.config.store.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = self.store = await Store.open(path, outbox_max_rows=self.config.store.outbox_max_rows)
+        store.on_commit = self.metrics.on_commit
+        await self._restore(store)
+        site = SiteService(self.config, store, self.registry)
+        await self._sync_config_tags(store)
+        await site.refresh_tag_count()
+        self.server = OcppServer(server_settings(self.config), site, self.metrics)
+        self.backend = DaemonBackend(site, StationCommands(self.server, self.registry), self.metrics)
+        app = create_app(self.backend, token=self.config.api.token)
+        self.api_runner = runner = await start_api(app, self.config.api.listen)
+        self.api_port = bound_port(runner)
+        await self.server.start()
+        self.backend.listening = True
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        log.info(
+            "daemon.ready",
+            site=self.config.site.id,
+            ocpp_port=self.server.port,
+            api_port=self.api_port,
+            store=str(path),
+        )
+
+    async def _restore(self, store: Store) -> None:
+        stations = await store.read(queries.list_stations)
+        active = await store.read(queries.active_sessions)
+        self.registry.restore(stations, active)
+        log.info("daemon.restored", stations=len(stations), active_sessions=len(active))
+
+    async def _sync_config_tags(self, store: Store) -> None:
+        entries = [
+            AuthEntry(t.id_tag, AuthStatus(t.status), t.expiry, t.parent_id_tag)
+            for t in self.config.auth.tags
+        ]
+        await store.write(lambda c: auth_store.sync_config_tags(c, entries))
+
+    async def _housekeeping(self) -> None:
+        assert self.store is not None and self.backend is not None
+        store, backend = self.store, self.backend
+        while True:
+            try:
+                now = utc_now()
+                backend.outbox = await store.read(lambda c: queries.outbox_stats(c, now))
+            except Exception:
+                log.exception("housekeeping.failed")
+            await asyncio.sleep(HOUSEKEEPING_S)
+
+    async def stop(self) -> None:
+        """Stop accepting, close chargers' sockets, drain the store."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.server is not None:
+            await self.server.stop()
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()  # type: ignore[attr-defined]
+        if self.store is not None:
+            await self.store.close()
+        log.info("daemon.stopped")
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendto(state.encode(), address)
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the daemon until `stop` is set or SIGTERM/SIGINT arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+        notify_systemd("READY=1")
+        await stop.wait()
+        notify_systemd("STOPPING=1")
+    finally:
+        await asyncio.wait_for(daemon.stop(), timeout=15)
+
+
+def run_daemon(config: Config) -> int:
+    """Entry point of `edge run`; returns the exit code."""
+    configure_logging(config.log.level, config.log.format)
+    try:
+        asyncio.run(serve(config))
+    except EdgeError as exc:
+        log.error("daemon.failed", error=str(exc))
+        return 1
+    except OSError as exc:
+        # e.g. the port is taken: say which, don't print a traceback
+        log.error("daemon.failed", error=str(exc))
+        return 1
+    return 0
