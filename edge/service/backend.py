@@ -53,7 +53,9 @@ class DaemonBackend:
 
     def stations(self) -> list[dict[str, Any]]:
         """Every known station, configured first, by id."""
-        states = sorted(self.site.registry.stations.values(), key=lambda s: (not s.configured, s.id))
+        states = sorted(
+            self.site.registry.stations.values(), key=lambda s: (not s.configured, s.id)
+        )
         return [s.to_json() for s in states]
 
     def station(self, station_id: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -74,14 +75,18 @@ class Daemon:
 
         path = Path(self.config.store.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = self.store = await Store.open(path, outbox_max_rows=self.config.store.outbox_max_rows)
+        store = self.store = await Store.open(
+            path, outbox_max_rows=self.config.store.outbox_max_rows
+        )
         store.on_commit = self.metrics.on_commit
         await self._restore(store)
         site = SiteService(self.config, store, self.registry)
         await self._sync_config_tags(store)
         await site.refresh_tag_count()
         self.server = OcppServer(server_settings(self.config), site, self.metrics)
-        self.backend = DaemonBackend(site, StationCommands(self.server, self.registry), self.metrics)
+        self.backend = DaemonBackend(
+            site, StationCommands(self.server, self.registry), self.metrics
+        )
         app = create_app(self.backend, token=self.config.api.token)
         self.api_runner = runner = await start_api(app, self.config.api.listen)
         self.api_port = bound_port(runner)
@@ -114,8 +119,9 @@ class Daemon:
         store, backend = self.store, self.backend
         while True:
             try:
-                now = utc_now()
-                backend.outbox = await store.read(lambda c: queries.outbox_stats(c, now))
+                backend.outbox = await store.read(
+                    functools.partial(queries.outbox_stats, now=utc_now())
+                )
             except Exception:
                 log.exception("housekeeping.failed")
             await asyncio.sleep(HOUSEKEEPING_S)
@@ -143,9 +149,8 @@ def notify_systemd(state: str) -> None:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        with contextlib.suppress(OSError):
-            sock.sendto(state.encode(), address)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+        sock.sendto(state.encode(), address)
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:

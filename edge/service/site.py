@@ -62,7 +62,9 @@ class SiteService:
     def policy(self) -> AuthPolicy:
         """An open site accepts every tag: no local list and no cloud (DESIGN.md §4.2)."""
         open_site = self.local_tags == 0 and self.config.uplink.mode == "none"
-        return AuthPolicy(open_site=open_site, accept_unknown=self.config.auth.unknown_tags == "accept")
+        return AuthPolicy(
+            open_site=open_site, accept_unknown=self.config.auth.unknown_tags == "accept"
+        )
 
     async def authorize(self, station_id: str, id_tag: str) -> AuthEntry:
         """Local list, then cache, then the unknown-tag policy."""
