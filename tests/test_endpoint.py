@@ -1,0 +1,248 @@
+"""The charger endpoint under bad input and faults: each case answered, others unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.certs import make_certs
+from tests.conftest import RunningSite, StartSite, site_config
+from tests.peer import BOOT_2, BOOT_16, RawCharger
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def still_serves(site: RunningSite) -> None:
+    """Another station can connect and boot: the daemon keeps serving everyone."""
+    other = await RawCharger.connect(site.url, "CP201", "2.0.1")
+    reply = await other.call("BootNotification", BOOT_2)
+    assert reply[0] == 3 and reply[2]["status"] == "Accepted"
+    await other.close()
+
+
+async def refused_status(url: str, **kw: object) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url, subprotocols=["ocpp1.6"], **kw):  # type: ignore[arg-type]
+            pass
+    return info.value.response.status_code
+
+
+async def test_unknown_and_malformed_station_ids_are_refused(site: RunningSite) -> None:
+    assert await refused_status(f"{site.url}/NOBODY") == 404
+    assert await refused_status(f"{site.url}/CP%3A16") == 400  # ':' after decoding
+    assert await refused_status(f"{site.url}/{'X' * 49}") == 400
+    assert await refused_status(f"{site.url}/CP16/extra") == 404
+    await still_serves(site)
+
+
+async def test_percent_encoded_ids_are_decoded(start_site: StartSite) -> None:
+    site = await start_site('\n[[stations]]\nid = "CP 7"\n')
+    charger = await RawCharger.connect(site.url, "CP%207")
+    reply = await charger.call("BootNotification", BOOT_16)
+    assert reply[2]["status"] == "Accepted"
+    await charger.close()
+
+
+async def test_the_newest_common_version_is_chosen(site: RunningSite) -> None:
+    async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.6", "ocpp2.0.1"]) as ws:
+        assert ws.subprotocol == "ocpp2.0.1"
+
+
+async def test_no_common_subprotocol_completes_the_handshake_then_closes(site: RunningSite) -> None:
+    async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.5"]) as ws:
+        assert ws.subprotocol is None
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1002
+
+
+async def test_malformed_frames_get_the_spec_error(site: RunningSite) -> None:
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    wrong_type = await charger.call(
+        "StatusNotification", {"connectorId": "one", "errorCode": "NoError", "status": "Available"}
+    )
+    assert wrong_type[0] == 4 and wrong_type[2] == "TypeConstraintViolation"
+    missing = await charger.call("StatusNotification", {"connectorId": 1, "status": "Available"})
+    assert missing[0] == 4 and missing[2] == "OccurenceConstraintViolation"  # 1.6 spelling
+    bad_enum = await charger.call(
+        "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"}
+    )
+    assert bad_enum[0] == 4 and bad_enum[2] == "PropertyConstraintViolation"
+    unknown = await charger.call("FlyToTheMoon", {})
+    assert unknown[0] == 4 and unknown[2] == "NotImplemented"
+    not_ours = await charger.call("Reset", {"type": "Hard"})  # a CSMS-to-charger action
+    assert not_ours[0] == 4 and not_ours[2] == "NotSupported"
+    not_object = await charger.send_raw(b'[2, "x1", "Heartbeat", []]', expect_id="x1")
+    assert not_object is not None and not_object[0] == 4
+    await charger.ws.send(b"this is not json")
+    heartbeat = await charger.call("Heartbeat", {})
+    assert heartbeat[0] == 3, "garbage must not kill the connection"
+    await charger.close()
+    await still_serves(site)
+
+
+async def test_v2_uses_the_2x_error_names(site: RunningSite) -> None:
+    charger = await RawCharger.connect(site.url, "CP201", "2.0.1")
+    await charger.call("BootNotification", BOOT_2)
+    missing = await charger.call("StatusNotification", {"timestamp": "2026-11-22T10:00:00Z"})
+    assert missing[2] == "OccurrenceConstraintViolation"
+    await charger.close()
+
+
+async def test_an_oversized_frame_closes_only_that_connection(site: RunningSite) -> None:
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    big = [2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * 70_000}]
+    await charger.ws.send(orjson.dumps(big))
+    await asyncio.wait_for(charger.ws.wait_closed(), 5)
+    assert charger.ws.close_code == 1009  # RFC 6455 §7.4.1: message too big
+    await still_serves(site)
+
+
+async def test_messages_before_an_accepted_boot_are_refused(start_site: StartSite) -> None:
+    site = await start_site(ocpp="allow_unknown_stations = true")
+    charger = await RawCharger.connect(site.url, "STRANGER")
+    boot = await charger.call("BootNotification", BOOT_16)
+    assert boot[2]["status"] == "Pending"  # unknown_station_boot defaults to pending
+    refused = await charger.call("Heartbeat", {})
+    assert refused[0] == 4 and refused[2] == "SecurityError"
+    await charger.close()
+
+
+async def test_a_newer_connection_replaces_the_older(site: RunningSite) -> None:
+    first = await RawCharger.connect(site.url, "CP16")
+    await first.call("BootNotification", BOOT_16)
+    second = await RawCharger.connect(site.url, "CP16")
+    await asyncio.wait_for(first.ws.wait_closed(), 5)
+    assert first.ws.close_code == 1000
+    reply = await second.call("Heartbeat", {})
+    assert reply[0] == 3
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{site.api}/api/v1/stations/CP16") as resp,
+    ):
+        assert (await resp.json())["connected"] is True
+    await second.close()
+
+
+async def test_inbound_calls_are_answered_while_our_call_waits(site: RunningSite) -> None:
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    async with aiohttp.ClientSession() as http:
+        command = asyncio.create_task(
+            http.post(f"{site.api}/api/v1/stations/CP16/reset", json={"hard": False})
+        )
+        ours = await charger.next_call()
+        assert ours[2] == "Reset"
+        # The charger CALLs us before answering our CALL: it must not wait behind it.
+        heartbeat = await charger.call("Heartbeat", {})
+        assert heartbeat[0] == 3
+        await charger.answer(ours, {"status": "Accepted"})
+        resp = await command
+        assert resp.status == 200 and (await resp.json())["accepted"] is True
+    await charger.close()
+
+
+async def test_a_charger_that_never_answers_times_out(start_site: StartSite) -> None:
+    site = await start_site(call_timeout=0.5)
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{site.api}/api/v1/stations/CP16/clear_cache", json={}) as resp,
+    ):
+        assert resp.status == 504
+        assert "no answer to ClearCache" in (await resp.json())["message"]
+    await charger.close()
+
+
+async def test_a_charger_that_leaves_mid_call_reports_not_connected(site: RunningSite) -> None:
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    async with aiohttp.ClientSession() as http:
+        command = asyncio.create_task(
+            http.post(f"{site.api}/api/v1/stations/CP16/clear_cache", json={})
+        )
+        await charger.next_call()
+        await charger.close()
+        resp = await command
+        assert resp.status == 409
+    await still_serves(site)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+async def test_security_profile_1_checks_basic_auth(start_site: StartSite, tmp_path: Path) -> None:
+    text = site_config(tmp_path, ocpp="security_profile = 1").replace(
+        'id = "CP16"', 'id = "CP16"\npassword = "correct-horse-battery"'
+    )
+    text = text.replace('id = "CP201"', 'id = "CP201"\npassword = "another-long-secret"')
+    text = text.replace('id = "CP21"', 'id = "CP21"\npassword = "yet-another-secret"')
+    site = await start_site(text=text)
+    url = f"{site.url}/CP16"
+    assert await refused_status(url) == 401
+    assert await refused_status(url, additional_headers=basic("CP16", "wrong")) == 401
+    assert (
+        await refused_status(url, additional_headers=basic("CP201", "another-long-secret")) == 401
+    )
+    async with connect(
+        url, subprotocols=["ocpp1.6"], additional_headers=basic("CP16", "correct-horse-battery")
+    ) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+
+
+async def test_security_profiles_2_and_3_use_tls(
+    start_site: StartSite, tmp_path: Path, certs
+) -> None:  # type: ignore[no-untyped-def]
+    site = await start_site(
+        ocpp=(
+            f'security_profile = 3\ntls_cert = "{certs.server_cert}"\n'
+            f'tls_key = "{certs.server_key}"\ntls_ca = "{certs.ca}"'
+        )
+    )
+    url = site.url.replace("ws://", "wss://") + "/CP16"
+
+    def client(
+        cert: Path | None, key: Path | None, tls_max: ssl.TLSVersion | None = None
+    ) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        if cert and key:
+            ctx.load_cert_chain(str(cert), str(key))
+        if tls_max:
+            ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            ctx.maximum_version = tls_max
+        return ctx
+
+    async with connect(
+        url, subprotocols=["ocpp1.6"], ssl=client(certs.client_cert, certs.client_key)
+    ) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+    assert (
+        await refused_status(url, ssl=client(certs.wrong_client_cert, certs.wrong_client_key))
+        == 403
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        async with connect(url, subprotocols=["ocpp1.6"], ssl=client(None, None)) as ws:
+            await ws.recv()
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        async with connect(
+            url,
+            subprotocols=["ocpp1.6"],
+            ssl=client(certs.client_cert, certs.client_key, ssl.TLSVersion.TLSv1_1),
+        ):
+            pass
