@@ -1,0 +1,102 @@
+"""The local authorization list and the authorization cache."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.domain.auth import AuthEntry, AuthStatus
+from edge.domain.units import iso_utc, parse_time
+
+
+def _entry(row: tuple[Any, ...] | None) -> AuthEntry | None:
+    if row is None:
+        return None
+    return AuthEntry(row[0], AuthStatus(row[1]), parse_time(row[2]) if row[2] else None, row[3])
+
+
+def get_auth(conn: sqlite3.Connection, id_tag: str) -> tuple[AuthEntry | None, AuthEntry | None]:
+    """The local-list entry and the cache entry of a tag."""
+    local = conn.execute(
+        "SELECT id_tag, status, expiry, parent_id_tag FROM auth_tags WHERE id_tag = ?", (id_tag,)
+    ).fetchone()
+    cached = conn.execute(
+        "SELECT id_tag, status, expiry, parent_id_tag FROM auth_cache WHERE id_tag = ?", (id_tag,)
+    ).fetchone()
+    return _entry(local), _entry(cached)
+
+
+def put_tag(conn: sqlite3.Connection, entry: AuthEntry, source: str) -> None:
+    """Add or replace a local-list entry."""
+    conn.execute(
+        "INSERT INTO auth_tags (id_tag, status, expiry, parent_id_tag, source, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status,"
+        " expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag,"
+        " source = excluded.source, updated_at = excluded.updated_at",
+        (
+            entry.id_tag,
+            entry.status.value,
+            iso_utc(entry.expiry) if entry.expiry else None,
+            entry.parent_id_tag,
+            source,
+            iso_utc(datetime.now(UTC)),
+        ),
+    )
+    _bump_version(conn)
+
+
+def delete_tag(conn: sqlite3.Connection, id_tag: str) -> bool:
+    """Remove a tag from the local list; False if it was not there."""
+    deleted = conn.execute("DELETE FROM auth_tags WHERE id_tag = ?", (id_tag,)).rowcount > 0
+    if deleted:
+        _bump_version(conn)
+    return deleted
+
+
+def list_tags(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The local list, by tag."""
+    rows = conn.execute(
+        "SELECT id_tag, status, expiry, parent_id_tag, source FROM auth_tags ORDER BY id_tag"
+    ).fetchall()
+    keys = ("id_tag", "status", "expiry", "parent_id_tag", "source")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def cache_put(conn: sqlite3.Connection, entry: AuthEntry, now: datetime) -> None:
+    """Remember a decision taken elsewhere (the cloud) until its expiry."""
+    conn.execute(
+        "INSERT INTO auth_cache (id_tag, status, expiry, parent_id_tag, updated_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status,"
+        " expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag,"
+        " updated_at = excluded.updated_at",
+        (
+            entry.id_tag,
+            entry.status.value,
+            iso_utc(entry.expiry) if entry.expiry else None,
+            entry.parent_id_tag,
+            iso_utc(now),
+        ),
+    )
+
+
+def sync_config_tags(conn: sqlite3.Connection, entries: Iterable[AuthEntry]) -> None:
+    """Make the config's `[[auth.tags]]` the local list's config part; API entries stay."""
+    conn.execute("DELETE FROM auth_tags WHERE source = 'config'")
+    for entry in entries:
+        put_tag(conn, entry, "config")
+    _bump_version(conn)
+
+
+def local_list_version(conn: sqlite3.Connection) -> int:
+    """The version of the local list (SendLocalList listVersion)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'local_list_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _bump_version(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('local_list_version', 1) ON CONFLICT (key)"
+        " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )

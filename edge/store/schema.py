@@ -1,0 +1,86 @@
+"""SQLite schema and migrations, applied by `PRAGMA user_version`."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+# One script per version; never edit a released one, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE stations (
+        id TEXT PRIMARY KEY, ocpp_version TEXT, vendor TEXT, model TEXT, firmware TEXT,
+        serial TEXT, connected INTEGER NOT NULL DEFAULT 0, last_seen TEXT, last_boot TEXT,
+        boot_status TEXT
+    );
+    CREATE TABLE connectors (
+        station TEXT NOT NULL, connector INTEGER NOT NULL, status TEXT, error_code TEXT,
+        updated_at TEXT, PRIMARY KEY (station, connector)
+    );
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        station TEXT NOT NULL, connector INTEGER NOT NULL, id_tag TEXT,
+        transaction_id TEXT, started_at TEXT NOT NULL, stopped_at TEXT,
+        meter_start_wh REAL, meter_stop_wh REAL, last_meter_wh REAL,
+        status TEXT NOT NULL, stop_reason TEXT, offline INTEGER NOT NULL DEFAULT 0,
+        synced INTEGER NOT NULL DEFAULT 0, seq_last INTEGER, seq_gaps TEXT,
+        notes TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        UNIQUE (station, transaction_id)
+    );
+    CREATE INDEX sessions_active ON sessions (station, connector, status);
+    CREATE INDEX sessions_status ON sessions (status, id);
+    CREATE TABLE meter_values (
+        id INTEGER PRIMARY KEY, station TEXT NOT NULL, connector INTEGER,
+        session_id INTEGER, timestamp TEXT, data BLOB NOT NULL, received_at TEXT NOT NULL
+    );
+    CREATE INDEX meter_values_session ON meter_values (session_id);
+    CREATE INDEX meter_values_received ON meter_values (received_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, station TEXT, type TEXT NOT NULL, time TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY, record_id TEXT NOT NULL UNIQUE, station TEXT,
+        seq INTEGER NOT NULL, type TEXT NOT NULL, time TEXT NOT NULL, data BLOB NOT NULL,
+        droppable INTEGER NOT NULL DEFAULT 0, session_id INTEGER, created_at TEXT NOT NULL
+    );
+    CREATE INDEX outbox_station ON outbox (station, id);
+    CREATE TABLE outbox_seq (station TEXT PRIMARY KEY, next INTEGER NOT NULL);
+    CREATE TABLE auth_tags (
+        id_tag TEXT PRIMARY KEY, status TEXT NOT NULL, expiry TEXT, parent_id_tag TEXT,
+        source TEXT NOT NULL, updated_at TEXT NOT NULL
+    );
+    CREATE TABLE auth_cache (
+        id_tag TEXT PRIMARY KEY, status TEXT NOT NULL, expiry TEXT, parent_id_tag TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    """,
+)
+
+
+class SchemaError(Exception):
+    """The database file is of a schema this version does not know."""
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the schema to the newest version; returns the number of scripts applied."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise SchemaError(
+            f"{path}: schema version {current} is newer than this edge knows "
+            f"({len(MIGRATIONS)}); upgrade edge or restore a matching backup"
+        )
+    for version in range(current, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _statements(MIGRATIONS[version]):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    return len(MIGRATIONS) - current
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit on its own; run statement by statement inside our BEGIN.
+    return [s.strip() for s in script.split(";") if s.strip()]
