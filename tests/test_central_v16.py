@@ -168,9 +168,11 @@ async def test_commands_reach_the_charger_and_report_its_answer(
 
     status, body = await api_post(site, "/api/v1/stations/CP16/limit", {"amps": 16})
     assert status == 200 and body["accepted"]
-    schedule = charger.seen[-1][1]["chargingSchedule"]
-    assert schedule["chargingRateUnit"] == "A"
-    assert schedule["chargingSchedulePeriod"][0]["limit"] == 16
+    profile = charger.seen[-1][1]  # the library hands handlers snake_case keys
+    assert profile["charging_profile_purpose"] == "TxDefaultProfile"
+    schedule = profile["charging_schedule"]
+    assert schedule["charging_rate_unit"] == "A"
+    assert schedule["charging_schedule_period"][0]["limit"] == 16
 
     status, body = await api_post(
         site, "/api/v1/stations/CP16/config_get", {"key": "HeartbeatInterval"}

@@ -132,7 +132,7 @@ async def test_commands_in_2x_terms(site: RunningSite, station: Station) -> None
         ) as resp:
             body = await resp.json()
             assert resp.status == 200 and body["action"] == "RequestStartTransaction"
-        assert station.seen[-1][1]["id_token"]["idToken"] == "R1"
+        assert station.seen[-1][1]["id_token"]["id_token"] == "R1"
         await station.call(tx_event("Started", 0, 0, trigger="RemoteStart"))
         async with http.post(f"{site.api}/api/v1/stations/CP201/stop", json={}) as resp:
             assert resp.status == 200
