@@ -32,8 +32,9 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize(("station", "version"), [("CP16", "1.6"), ("CP201", "2.0.1"),
-                                                   ("CP21", "2.1")])
+@pytest.mark.parametrize(
+    ("station", "version"), [("CP16", "1.6"), ("CP201", "2.0.1"), ("CP21", "2.1")]
+)
 async def test_a_simulated_session_in_each_version(
     site: RunningSite, station: str, version: str
 ) -> None:
@@ -55,8 +56,9 @@ async def test_a_simulated_session_in_each_version(
         runner.cancel()
 
 
-@pytest.mark.parametrize(("station", "version"), [("CP16", "1.6"), ("CP201", "2.0.1"),
-                                                   ("CP21", "2.1")])
+@pytest.mark.parametrize(
+    ("station", "version"), [("CP16", "1.6"), ("CP201", "2.0.1"), ("CP21", "2.1")]
+)
 async def test_the_simulator_obeys_commands(site: RunningSite, station: str, version: str) -> None:
     charger = SimCharger(SimStation(id=station, version=version, meter_interval_s=3600), site.url)
     runner = asyncio.create_task(charger.run())
@@ -69,9 +71,13 @@ async def test_the_simulator_obeys_commands(site: RunningSite, station: str, ver
         await until(lambda: bool(site.daemon.registry.active_sessions(station)))
         assert (await post(site, station, "stop", {}))["accepted"]
         await until(lambda: charger.connectors[1].transaction is None)
-        for command, args in [("trigger", {"message": "Heartbeat"}), ("clear_cache", {}),
-                              ("unlock", {"connector": 1}), ("firmware", {"url": "http://f/x"}),
-                              ("diagnostics", {"url": "ftp://d/"})]:
+        for command, args in [
+            ("trigger", {"message": "Heartbeat"}),
+            ("clear_cache", {}),
+            ("unlock", {"connector": 1}),
+            ("firmware", {"url": "http://f/x"}),
+            ("diagnostics", {"url": "ftp://d/"}),
+        ]:
             assert (await post(site, station, command, args))["accepted"], command
         key = "HeartbeatInterval" if version == "1.6" else "OCPPCommCtrlr.HeartbeatInterval"
         assert (await post(site, station, "config_set", {"key": key, "value": "90"}))["accepted"]

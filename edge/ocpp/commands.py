@@ -170,9 +170,10 @@ def _limit(v: OcppVersion, a: Args, rid: int) -> Outbound:
     amps, watts = a.get("amps"), a.get("watts")
     if (amps is None) == (watts is None):
         raise BadCommand("limit: give exactly one of amps or watts")
-    value = float(amps if amps is not None else watts)
-    if value < 0:
-        raise BadCommand("limit: must not be negative")
+    raw = amps if amps is not None else watts
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+        raise BadCommand(f"limit: must be a number of at least 0 (got {raw!r})")
+    value = float(raw)
     unit = "A" if amps is not None else "W"
     # One decimal: OCPP 1.6 allows multipleOf 0.1 for limits.
     period = {"startPeriod": 0, "limit": round(value, 1)}

@@ -81,7 +81,7 @@ def _validator(version: OcppVersion, action: str, response: bool) -> Callable[[A
     if version is OcppVersion.V16:
         schema = _strip_multiple_of(schema)
     schema.pop("$id", None)
-    return fastjsonschema.compile(schema, formats={"date-time": DATE_TIME})  # type: ignore[no-any-return]
+    return fastjsonschema.compile(schema, formats={"date-time": DATE_TIME})
 
 
 def _validate(version: OcppVersion, action: str, payload: Any, response: bool) -> None:

@@ -427,7 +427,7 @@ class SimCharger:
     def _samples(self, c: Connector) -> list[tuple[str, float, str, str | None]]:
         draw = self.draw_a(c.id)
         phases = ("L1", "L2", "L3")[: self.cfg.phases]
-        out = [
+        out: list[tuple[str, float, str, str | None]] = [
             ("Energy.Active.Import.Register", round(c.energy_wh, 1), "Wh", None),
             ("Power.Active.Import", round(max(draw, 0) * VOLTS * self.cfg.phases, 1), "W", None),
         ]
@@ -685,7 +685,7 @@ class SimCharger:
 
     def _on_GetCompositeSchedule(self, p: Payload) -> Any:
         connector = p.get("evseId", p.get("connectorId", 0))
-        limit = self.limit_a.get(connector, self.cfg.max_current_a)
+        limit = self.limit_a.get(int(connector or 0), self.cfg.max_current_a)
         schedule = {"startPeriod": 0, "limit": limit}
         if self.v2:
             return {

@@ -66,7 +66,7 @@ class SchemaError(Exception):
 
 def migrate(conn: sqlite3.Connection, path: Path) -> int:
     """Bring the schema to the newest version; returns the number of scripts applied."""
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > len(MIGRATIONS):
         raise SchemaError(
             f"{path}: schema version {current} is newer than this edge knows "
