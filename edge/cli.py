@@ -312,6 +312,39 @@ app.command("v2g")(_simple_reader("/api/v1/v2g", "V2G"))
 # -- commands to one station ---------------------------------------------------------------
 
 
+def station_command(
+    group: typer.Typer, name: str
+) -> Any:
+    """Register a station subcommand that also takes --config / --api after its name."""
+    import functools
+    import inspect
+
+    def register(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, config: Path | None = None, api: str | None = None,
+                    **kwargs: Any) -> Any:
+            ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
+            root = ctx.find_object(dict)
+            if root is not None:
+                root["config"] = config or root.get("config")
+                root["api"] = api or root.get("api")
+            return fn(*args, **kwargs)
+
+        sig = inspect.signature(fn)
+        extra = [
+            inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=ConfigOpt,
+                              annotation=Path | None),
+            inspect.Parameter("api", inspect.Parameter.KEYWORD_ONLY, default=ApiOpt,
+                              annotation=str | None),
+        ]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values()]
+        wrapper.__signature__ = sig.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+        group.command(name)(wrapper)
+        return fn
+
+    return register
+
+
 @station_app.callback()
 def station(
     ctx: typer.Context,
@@ -325,7 +358,8 @@ def station(
 
 def send(ctx: typer.Context, command: str, args: dict[str, Any]) -> dict[str, Any]:
     """POST a station command; print the answer; exit 4 when the charger refused."""
-    o = ctx.find_root().obj if ctx.obj is None else ctx.obj
+    o = ctx.find_object(dict)
+    assert o is not None, "set by the station group"
     from urllib.parse import quote
 
     api = client(o["config"], o["api"])
@@ -341,13 +375,13 @@ def send(ctx: typer.Context, command: str, args: dict[str, Any]) -> dict[str, An
     return result
 
 
-@station_app.command("reset")
+@station_command(station_app, "reset")
 def st_reset(ctx: typer.Context, hard: bool = typer.Option(False, "--hard")) -> None:
     """Reset (soft, or --hard)."""
     send(ctx, "reset", {"hard": hard})
 
 
-@station_app.command("start")
+@station_command(station_app, "start")
 def st_start(
     ctx: typer.Context,
     connector: int = typer.Option(1, "--connector"),
@@ -357,19 +391,19 @@ def st_start(
     send(ctx, "start", {"connector": connector, "id_tag": id_tag})
 
 
-@station_app.command("stop")
+@station_command(station_app, "stop")
 def st_stop(ctx: typer.Context, session: int | None = typer.Option(None, "--session")) -> None:
     """Remote stop the active session (or --session ID)."""
     send(ctx, "stop", {} if session is None else {"session_id": session})
 
 
-@station_app.command("unlock")
+@station_command(station_app, "unlock")
 def st_unlock(ctx: typer.Context, connector: int = typer.Argument(1)) -> None:
     """Unlock a connector."""
     send(ctx, "unlock", {"connector": connector})
 
 
-@station_app.command("availability")
+@station_command(station_app, "availability")
 def st_availability(
     ctx: typer.Context,
     connector: int = typer.Argument(...),
@@ -379,7 +413,7 @@ def st_availability(
     send(ctx, "availability", {"connector": connector, "state": state})
 
 
-@station_app.command("trigger")
+@station_command(station_app, "trigger")
 def st_trigger(
     ctx: typer.Context,
     message: str = typer.Argument(...),
@@ -392,13 +426,13 @@ def st_trigger(
     send(ctx, "trigger", args)
 
 
-@config_app.command("get")
+@station_command(config_app, "get")
 def cfg_get(ctx: typer.Context, key: str | None = typer.Argument(None)) -> None:
     """Read configuration keys (2.x: Component.Variable)."""
     send(ctx, "config_get", {} if key is None else {"key": key})
 
 
-@config_app.command("set")
+@station_command(config_app, "set")
 def cfg_set(
     ctx: typer.Context, key: str = typer.Argument(...), value: str = typer.Argument(...)
 ) -> None:
@@ -406,7 +440,7 @@ def cfg_set(
     send(ctx, "config_set", {"key": key, "value": value})
 
 
-@station_app.command("limit")
+@station_command(station_app, "limit")
 def st_limit(
     ctx: typer.Context,
     value: float = typer.Argument(..., help="A (or W with --watts)"),
@@ -418,13 +452,13 @@ def st_limit(
     send(ctx, "limit", {key: value, "connector": connector})
 
 
-@station_app.command("clear-limit")
+@station_command(station_app, "clear-limit")
 def st_clear_limit(ctx: typer.Context) -> None:
     """Remove the limit set with `limit`."""
     send(ctx, "clear_limit", {})
 
 
-@station_app.command("firmware")
+@station_command(station_app, "firmware")
 def st_firmware(
     ctx: typer.Context,
     url: str = typer.Argument(...),
@@ -434,19 +468,19 @@ def st_firmware(
     send(ctx, "firmware", {"url": url, **({"retrieve_at": at} if at else {})})
 
 
-@station_app.command("diagnostics")
+@station_command(station_app, "diagnostics")
 def st_diagnostics(ctx: typer.Context, url: str = typer.Argument(...)) -> None:
     """Upload diagnostics / logs to URL."""
     send(ctx, "diagnostics", {"url": url})
 
 
-@station_app.command("clear-cache")
+@station_command(station_app, "clear-cache")
 def st_clear_cache(ctx: typer.Context) -> None:
     """Clear the charger's authorization cache."""
     send(ctx, "clear_cache", {})
 
 
-@station_app.command("data-transfer")
+@station_command(station_app, "data-transfer")
 def st_data_transfer(
     ctx: typer.Context,
     vendor: str = typer.Argument(...),
@@ -580,22 +614,11 @@ def profiles_check(path: Path = typer.Argument(...)) -> None:
 
 
 def main() -> int:
-    """Console script entry point."""
+    """Console script entry point; returns the exit code."""
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        return int(exc.exit_code)
+        app()  # standalone: usage errors print and exit 2, typer.Exit carries our codes
     except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            return EXIT_FAIL
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return EXIT_USAGE
-        raise
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return EXIT_OK
 
 

@@ -229,6 +229,9 @@ def example_config_text() -> str:
     return resources.files("edge.data").joinpath("edge.example.toml").read_text("utf-8")
 
 
+_FIELD_NAMES: frozenset[str] = frozenset()
+
+
 def _key(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -262,6 +265,29 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
     return model  # type: ignore[no-any-return]
 
 
+def _field_names() -> frozenset[str]:
+    names: set[str] = set()
+    for model in (
+        Config,
+        SiteConfig,
+        OcppConfig,
+        StationConfig,
+        ApiConfig,
+        StoreConfig,
+        MeterConfig,
+        LoadConfig,
+        V2gConfig,
+        AuthConfig,
+        AuthTagConfig,
+        UplinkConfig,
+        UplinkOcppConfig,
+        UplinkMqttConfig,
+        LogConfig,
+    ):
+        names.update(model.model_fields)
+    return frozenset(names)
+
+
 def _pydantic_problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():
@@ -281,12 +307,13 @@ def _pydantic_problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple
             msg = str(err.get("ctx", {}).get("error", err["msg"]))
         else:
             msg = f"{err['msg'].lower()} (got {err['input']!r})"
-        # pydantic adds the union member name for `X | None` fields; drop it from the key
+        # pydantic adds union member names ("float", "function-after[...]") to the
+        # location of `X | None` fields; a key is made of field names and indexes only.
+        last = loc[-1:] if typ == "extra_forbidden" else ()
         loc = tuple(
-            p
-            for p in loc
-            if not (isinstance(p, str) and p.startswith(("float", "int", "str", "function")))
+            p for p in loc[: len(loc) - len(last)] if isinstance(p, int) or p in _FIELD_NAMES
         )
+        loc = loc + last
         problems.append((_key(loc), msg))
     return problems
 
@@ -409,6 +436,8 @@ def _other_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(load, dict):
         limit, margin = load.get("grid_limit_a"), load.get("margin_a", 2.0)
         failsafe = load.get("failsafe_current_a", 6.0)
+        if not isinstance(limit, int | float) or limit <= 0:
+            limit = None  # reported by the model check already
         if isinstance(limit, int | float) and isinstance(margin, int | float) and margin >= limit:
             problems.append(("load.margin_a", f"must be below grid_limit_a ({limit})"))
         if (
@@ -430,3 +459,6 @@ def _other_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
         if mode == "mqtt" and not q.get("host"):
             problems.append(("uplink.mqtt.host", "required when uplink.mode = 'mqtt'"))
     return problems
+
+
+_FIELD_NAMES = _field_names()

@@ -1,0 +1,123 @@
+"""The `edge` command as a site manager types it, against a real `edge run` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import DaemonProcess, write_config
+from tests.peer import BOOT_16, RawCharger
+
+
+def edge(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProcess, Path, int]]:
+    d = tmp_path_factory.mktemp("cli")
+    config = d / "edge.toml"
+    ocpp, api = write_config(config, d / "edge.sqlite")
+    proc = DaemonProcess(config, api)
+    proc.wait_ready()
+    yield proc, config, ocpp
+    assert proc.stop() == 0, "SIGTERM must stop the daemon cleanly"
+
+
+def test_status_and_stations_read_the_daemon(daemon: tuple[DaemonProcess, Path, int]) -> None:
+    _, config, _ = daemon
+    out = edge("status", "--config", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["site"] == "proc-site"
+    assert status["stations"] == {"known": 2, "connected": 0}
+    assert set(status) >= {"version", "uptime_s", "sessions", "load", "uplink", "v2g"}
+    table = edge("stations", "--config", str(config))
+    assert table.returncode == 0 and "CP1" in table.stdout and "CP2" in table.stdout
+    sessions = edge("sessions", "--config", str(config), "--active", "--json")
+    assert sessions.returncode == 0 and json.loads(sessions.stdout) == []
+
+
+def test_command_outcomes_have_distinct_exit_codes(
+    daemon: tuple[DaemonProcess, Path, int],
+) -> None:
+    _, config, ocpp = daemon
+    c = str(config)
+    not_connected = edge("station", "CP1", "reset", "--config", c)
+    assert not_connected.returncode == 3 and "not connected" in not_connected.stderr
+    assert len(not_connected.stderr.strip().splitlines()) == 1
+    unknown = edge("station", "NOPE", "reset", "--config", c)
+    assert unknown.returncode == 6
+
+    async def with_charger() -> dict[str, subprocess.CompletedProcess[str]]:
+        charger = await RawCharger.connect(f"ws://127.0.0.1:{ocpp}/ocpp", "CP1")
+        await charger.call("BootNotification", BOOT_16)
+        results = {}
+
+        async def answer(status: str | None) -> None:
+            frame = await charger.next_call()
+            if status is not None:
+                await charger.answer(frame, {"status": status})
+
+        for name, status in (("accepted", "Accepted"), ("rejected", "Rejected"), ("timeout", None)):
+            task = asyncio.create_task(answer(status))
+            results[name] = await asyncio.to_thread(
+                edge, "station", "CP1", "reset", "--hard", "--config", c
+            )
+            await task
+        await charger.close()
+        return results
+
+    results = asyncio.run(with_charger())
+    assert results["accepted"].returncode == 0
+    assert "Reset -> Accepted" in results["accepted"].stdout
+    assert results["rejected"].returncode == 4
+    assert results["timeout"].returncode == 5 and "no answer" in results["timeout"].stderr
+    bad = edge("station", "CP1", "availability", "1", "sideways", "--config", c)
+    assert bad.returncode in (2, 3)
+
+
+def test_daemon_unreachable_is_69(tmp_path: Path) -> None:
+    out = edge("status", "--api", "http://127.0.0.1:9")
+    assert out.returncode == 69 and "no edge daemon" in out.stderr
+
+
+def test_installer_flow_init_then_check(tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "edge.toml"
+    assert edge("init", str(target)).returncode == 0
+    assert edge("init", str(target)).returncode == 1  # no silent overwrite
+    ok = edge("check-config", str(target))
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    target.write_text(
+        target.read_text()
+        .replace("port = 9000", 'port = "nine"')
+        .replace('strategy = "fair"', 'strategy = "random"')
+    )
+    bad = edge("check-config", str(target))
+    assert bad.returncode == 78
+    assert "ocpp.port" in bad.stderr and "load.strategy" in bad.stderr
+    run = edge("run", "--config", str(target))
+    assert run.returncode == 78, "systemd must not restart-loop on a bad config"
+
+
+def test_auth_list_management(daemon: tuple[DaemonProcess, Path, int]) -> None:
+    _, config, _ = daemon
+    c = str(config)
+    assert edge("auth", "add", "CARD1", "--status", "Blocked", "--config", c).returncode == 0
+    listed = json.loads(edge("auth", "list", "--json", "--config", c).stdout)
+    assert [(t["id_tag"], t["status"]) for t in listed] == [("CARD1", "Blocked")]
+    assert edge("auth", "add", "CARD2", "--status", "Maybe", "--config", c).returncode == 2
+    assert edge("auth", "remove", "CARD1", "--config", c).returncode == 0
+    assert edge("auth", "remove", "CARD1", "--config", c).returncode == 1
