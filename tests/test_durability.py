@@ -1,0 +1,105 @@
+"""kill -9 of `edge run` under load: every message a charger got an answer for survives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.daemon_process import DaemonProcess, write_config
+from tests.peer import BOOT_16, RawCharger
+
+STATIONS = [f"CP{i}" for i in range(3, 21)]  # plus CP1, CP2 from the base config
+
+
+def meter_values(value: float, tx: int) -> dict[str, object]:
+    return {
+        "connectorId": 1,
+        "transactionId": tx,
+        "meterValue": [
+            {
+                "timestamp": "2026-11-22T10:00:00Z",
+                "sampledValue": [
+                    {"value": str(value), "measurand": "Energy.Active.Import.Register"}
+                ],
+            }
+        ],
+    }
+
+
+async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    db = tmp_path / "edge.sqlite"
+    extra = "".join(f'\n[[stations]]\nid = "{s}"\n' for s in STATIONS)
+    ocpp, api = write_config(tmp_path / "edge.toml", db, extra)
+    proc = DaemonProcess(tmp_path / "edge.toml", api)
+    await asyncio.to_thread(proc.wait_ready)
+    url = f"ws://127.0.0.1:{ocpp}/ocpp"
+    stations = ["CP1", "CP2", *STATIONS]
+    acked: dict[str, list[float]] = {s: [] for s in stations}
+    tx_ids: dict[str, int] = {}
+    started = asyncio.Event()
+
+    async def charge(station: str) -> None:
+        charger = await RawCharger.connect(url, station)
+        await charger.call("BootNotification", BOOT_16)
+        reply = await charger.call(
+            "StartTransaction",
+            {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-11-22T10:00:00Z"},
+        )
+        tx_ids[station] = reply[2]["transactionId"]
+        if len(tx_ids) == len(stations):
+            started.set()
+        value = 0.0
+        while True:
+            value += 1
+            answer = await charger.call("MeterValues", meter_values(value, tx_ids[station]))
+            if answer[0] == 3:
+                acked[station].append(value)
+
+    tasks = [asyncio.create_task(charge(s)) for s in stations]
+    await asyncio.wait_for(started.wait(), 15)
+    await asyncio.sleep(0.8)
+    proc.kill9()
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(BaseException):
+            await t
+
+    total = sum(len(v) for v in acked.values())
+    assert total > 100, f"too little load to prove anything ({total} acknowledged)"
+    with sqlite3.connect(db) as conn:
+        for station in stations:
+            stored = set()
+            for (data,) in conn.execute(
+                "SELECT data FROM meter_values WHERE station = ?", (station,)
+            ):
+                for reading in json.loads(data):
+                    stored.update(s["value"] for s in reading["samples"])
+            missing = set(acked[station]) - stored
+            assert not missing, f"{station}: acknowledged but lost: {sorted(missing)[:5]}"
+            queued = conn.execute(
+                "SELECT count(*) FROM outbox WHERE station = ? AND type = 'meter.values'",
+                (station,),
+            ).fetchone()[0]
+            assert queued >= len(acked[station]), f"{station}: outbox misses records"
+
+    # The daemon comes back on the same file with every session still active.
+    proc = DaemonProcess(tmp_path / "edge.toml", api)
+    try:
+        await asyncio.to_thread(proc.wait_ready)
+        charger = await RawCharger.connect(url, "CP1")
+        await charger.call("BootNotification", BOOT_16)
+        reply = await charger.call(
+            "StartTransaction",
+            {"connectorId": 2, "idTag": "T", "meterStart": 0, "timestamp": "2026-11-22T11:00:00Z"},
+        )
+        assert reply[2]["transactionId"] > max(tx_ids.values()), "transaction ids are never reused"
+        await charger.close()
+    finally:
+        assert proc.stop() == 0
+    with sqlite3.connect(db) as conn:
+        active = conn.execute("SELECT count(*) FROM sessions WHERE status = 'active'").fetchone()
+    assert active[0] == len(stations) + 1
