@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
 from edge.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_CONNECTED, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_UNKNOWN_STATION = 3, 4, 5, 6
@@ -312,17 +315,16 @@ app.command("v2g")(_simple_reader("/api/v1/v2g", "V2G"))
 # -- commands to one station ---------------------------------------------------------------
 
 
-def station_command(
-    group: typer.Typer, name: str
-) -> Any:
+def station_command(group: typer.Typer, name: str) -> Callable[[F], F]:
     """Register a station subcommand that also takes --config / --api after its name."""
     import functools
     import inspect
 
-    def register(fn: Any) -> Any:
+    def register(fn: F) -> F:
         @functools.wraps(fn)
-        def wrapper(*args: Any, config: Path | None = None, api: str | None = None,
-                    **kwargs: Any) -> Any:
+        def wrapper(
+            *args: Any, config: Path | None = None, api: str | None = None, **kwargs: Any
+        ) -> Any:
             ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
             root = ctx.find_object(dict)
             if root is not None:
@@ -332,10 +334,12 @@ def station_command(
 
         sig = inspect.signature(fn)
         extra = [
-            inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=ConfigOpt,
-                              annotation=Path | None),
-            inspect.Parameter("api", inspect.Parameter.KEYWORD_ONLY, default=ApiOpt,
-                              annotation=str | None),
+            inspect.Parameter(
+                "config", inspect.Parameter.KEYWORD_ONLY, default=ConfigOpt, annotation=Path | None
+            ),
+            inspect.Parameter(
+                "api", inspect.Parameter.KEYWORD_ONLY, default=ApiOpt, annotation=str | None
+            ),
         ]
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values()]
         wrapper.__signature__ = sig.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
