@@ -28,9 +28,11 @@ mosquitto:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
 	    else echo "mosquitto missing (apt-get install mosquitto); MQTT tests will be skipped"; fi; }
 
+LINTED := edge tests $(wildcard bench)
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check edge tests bench
-	$(BIN)/ruff format --check edge tests bench
+	$(BIN)/ruff check --no-cache $(LINTED)
+	$(BIN)/ruff format --no-cache --check $(LINTED)
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy

@@ -94,6 +94,15 @@ def show_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def when(iso: str | None) -> str | None:
+    """An API time, shortened for a table: 2026-11-22 10:00:05."""
+    return iso[:19].replace("T", " ") if iso else None
+
+
+def kwh(wh: float | None) -> str | None:
+    return f"{wh / 1000:.2f}" if wh is not None else None
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -212,7 +221,7 @@ def stations(
             s["vendor"],
             s["model"],
             s["firmware"],
-            s["last_seen"],
+            when(s["last_seen"]),
             " ".join(f"{c['id']}:{c['status']}" for c in s["connectors"]),
             s.get("limit_a"),
         ]
@@ -261,9 +270,9 @@ def sessions(
             s["station"],
             s["connector"],
             s["id_tag"],
-            s["started_at"],
-            s["stopped_at"],
-            s["energy_wh"],
+            when(s["started_at"]),
+            when(s["stopped_at"]),
+            kwh(s["energy_wh"]),
             s["status"],
             s["stop_reason"],
             "yes" if s["offline"] else "",
@@ -279,7 +288,7 @@ def sessions(
             "id tag",
             "started",
             "stopped",
-            "energy Wh",
+            "kWh",
             "status",
             "stop reason",
             "offline",

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from edge.config import Config, parse_config
 
+from edge.config import Config, parse_config
 from edge.service.daemon import Daemon
 
 BASE_CONFIG = """
