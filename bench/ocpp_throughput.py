@@ -1,0 +1,307 @@
+"""Local central system bench: edge against a baseline built on the `ocpp` library.
+
+One invocation measures both, each loaded by the same raw-websockets generator
+(bench/loadgen.py, its own process): saturated throughput of 1.6 MeterValues and
+2.0.1 TransactionEvent(Updated), round trips at 1 msg/s per station, RSS per
+connected station with and without negotiated compression, connect-and-boot time,
+daemon start to ready, and `edge status` wall time. Figures go to stdout,
+bench/results/ocpp_throughput.json and the matching section of bench/RESULTS.md.
+Targets come from the issue; they are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def loadgen(url: str, scenario: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    cmd = [
+        PY,
+        str(HERE / "loadgen.py"),
+        "--url",
+        url,
+        "--scenario",
+        scenario,
+        "--stations",
+        str(extra.get("stations", args.stations)),
+        "--duration",
+        str(args.duration),
+        "--prefix",
+        extra.get("prefix", scenario),
+    ]
+    if extra.get("compression"):
+        cmd.append("--compression")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen {scenario} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def idle_rss(url: str, pid: int, args: argparse.Namespace, compression: bool) -> float:
+    """KB of server RSS per connected, booted, idle station."""
+    before = rss_kb(pid)
+    cmd = [
+        PY,
+        str(HERE / "loadgen.py"),
+        "--url",
+        url,
+        "--scenario",
+        "idle",
+        "--stations",
+        str(args.stations),
+        "--prefix",
+        f"idle{int(compression)}",
+    ]
+    if compression:
+        cmd.append("--compression")
+    gen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert gen.stdout is not None and gen.stdin is not None
+    gen.stdout.readline()  # {"ready": true}: all booted
+    time.sleep(1.0)
+    after = rss_kb(pid)
+    gen.stdin.close()
+    gen.wait(60)
+    return round((after - before) / args.stations, 1)
+
+
+def start_baseline() -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [PY, str(HERE / "baseline_csms.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc, f"ws://127.0.0.1:{port}/ocpp"
+
+
+def start_edge(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str, float]:
+    port, api = free_port(), free_port()
+    cfg = tmp / "bench.toml"
+    cfg.write_text(f"""
+[site]
+id = "bench"
+[ocpp]
+host = "127.0.0.1"
+port = {port}
+allow_unknown_stations = true
+unknown_station_boot = "accepted"
+heartbeat_interval = 3600
+ping_interval_s = 0
+compression = true
+[api]
+listen = "127.0.0.1:{api}"
+[store]
+path = "{tmp / "bench.sqlite"}"
+outbox_max_rows = 10000000
+[log]
+level = "warning"
+format = "json"
+""")
+    started = time.perf_counter()
+    proc = subprocess.Popen([PY, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT)
+    url = f"http://127.0.0.1:{api}"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.01)
+        if proc.poll() is not None:
+            raise RuntimeError("edge run exited")
+    ready_s = time.perf_counter() - started
+    return proc, f"ws://127.0.0.1:{port}/ocpp", url, ready_s
+
+
+def edge_status_ms(api: str) -> float:
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run(
+            [PY, "-m", "edge", "status", "--api", api], capture_output=True, check=True, cwd=ROOT
+        )
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 1)
+
+
+def measure(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    r["boot_s"] = loadgen(url, "boot", args)["boot_s"]
+    r["mv16_msgs_per_s"] = loadgen(url, "mv16", args)["msgs_per_s"]
+    r["te201_msgs_per_s"] = loadgen(url, "te201", args)["msgs_per_s"]
+    lat = loadgen(url, "latency", args)
+    r.update({"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "late_sends": lat["late_sends"]})
+    r["rss_kb_per_station"] = idle_rss(url, pid, args, compression=False)
+    r["rss_kb_per_station_deflate"] = idle_rss(url, pid, args, compression=True)
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--stations", type=int, default=1000)
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--quick", action="store_true", help="200 stations, 3 s per phase")
+    args = p.parse_args()
+    if args.quick:
+        args.stations, args.duration = 200, 3.0
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "stations": args.stations,
+        "duration_s": args.duration,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    base, base_url = start_baseline()
+    try:
+        results["baseline"] = measure(base_url, base.pid, args)
+    finally:
+        base.terminate()
+        base.wait()
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        edge, url, api, ready_s = start_edge(Path(tmp))
+        try:
+            results["edge"] = measure(url, edge.pid, args)
+            results["edge"]["start_to_ready_s"] = round(ready_s, 3)
+            results["edge"]["status_ms"] = edge_status_ms(api)
+        finally:
+            edge.terminate()
+            edge.wait(30)
+    results["targets"] = targets(results)
+    report(results)
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    b, e = r["baseline"], r["edge"]
+    ratio16 = e["mv16_msgs_per_s"] / max(b["mv16_msgs_per_s"], 1e-9)
+    ratio201 = e["te201_msgs_per_s"] / max(b["te201_msgs_per_s"], 1e-9)
+    rows = [
+        ("1.6 MeterValues vs baseline", f"{ratio16:.1f}x", ">= 5x", ratio16 >= 5),
+        ("2.0.1 TransactionEvent vs baseline", f"{ratio201:.1f}x", ">= 8x", ratio201 >= 8),
+        ("p99 round trip at 1 msg/s/station", f"{e['p99_ms']} ms", "<= 20 ms", e["p99_ms"] <= 20),
+        (
+            "RSS per station",
+            f"{e['rss_kb_per_station']} KB",
+            "<= 30 KB",
+            e["rss_kb_per_station"] <= 30,
+        ),
+        (
+            "RSS per station, deflate",
+            f"{e['rss_kb_per_station_deflate']} KB",
+            "<= 30 KB",
+            e["rss_kb_per_station_deflate"] <= 30,
+        ),
+        ("connect and boot all stations", f"{e['boot_s']} s", "<= 2 s", e["boot_s"] <= 2),
+        (
+            "daemon start to ready",
+            f"{e['start_to_ready_s']} s",
+            "<= 1 s",
+            e["start_to_ready_s"] <= 1,
+        ),
+        ("edge status", f"{e['status_ms']} ms", "<= 300 ms", e["status_ms"] <= 300),
+    ]
+    return [{"what": w, "measured": m, "target": t, "met": ok} for w, m, t, ok in rows]
+
+
+def report(r: dict[str, Any]) -> None:
+    out = HERE / "results" / "ocpp_throughput.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(r, indent=2) + "\n")
+    b, e = r["baseline"], r["edge"]
+    lines = [
+        f"Run {r['time']} on {r['machine']['cpus']} x {r['machine']['cpu']}, "
+        f"Python {r['machine']['python']}; {r['stations']} stations, "
+        f"{r['duration_s']} s per phase; generator, server and baseline share the machine.",
+        "",
+        "| figure | baseline (`ocpp` ChargePoint, no persistence) | edge (validated, journaled) |",
+        "|---|---|---|",
+        f"| 1.6 MeterValues, saturated | {b['mv16_msgs_per_s']} msg/s "
+        f"| {e['mv16_msgs_per_s']} msg/s |",
+        f"| 2.0.1 TransactionEvent(Updated), saturated | {b['te201_msgs_per_s']} msg/s "
+        f"| {e['te201_msgs_per_s']} msg/s |",
+        f"| round trip p50 / p99 at 1 msg/s/station | {b['p50_ms']} / {b['p99_ms']} ms "
+        f"| {e['p50_ms']} / {e['p99_ms']} ms |",
+        f"| RSS per station (no compression / deflate) | {b['rss_kb_per_station']} / "
+        f"{b['rss_kb_per_station_deflate']} KB | {e['rss_kb_per_station']} / "
+        f"{e['rss_kb_per_station_deflate']} KB |",
+        f"| connect and boot all stations | {b['boot_s']} s | {e['boot_s']} s |",
+        f"| daemon start to ready | | {e['start_to_ready_s']} s |",
+        f"| `edge status` (median of 5) | | {e['status_ms']} ms |",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {t['what']} | {t['measured']} | {t['target']} | {'yes' if t['met'] else 'NO'} |"
+            for t in r["targets"]
+        ),
+    ]
+    body = "\n".join(lines)
+    print(body)
+    update_results_md("ocpp_throughput", "`bench/ocpp_throughput.py`: local central system", body)
+
+
+def update_results_md(key: str, title: str, body: str) -> None:
+    """Replace (or add) this bench's section of bench/RESULTS.md, keeping the others."""
+    path = HERE / "RESULTS.md"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\nLatest figures of each bench script; regenerate with `make bench`.\n"
+    )
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    section = f"{start}\n## {title}\n\n{body}\n{end}"
+    if start in text:
+        text = re.sub(
+            re.escape(start) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S
+        )
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
