@@ -1,49 +1,167 @@
-"""The TOML configuration: pydantic models, checked in one pass that reports every error.
+"""The TOML configuration: pydantic models of DESIGN.md §4.2, checked in one pass.
 
-Keys are the contract of DESIGN.md §4.2; `edge/data/edge.example.toml` explains each.
+Every problem is reported at once as (key, message), the key in TOML notation
+(`stations[2].max_current_a`). `edge/data/edge.example.toml` explains each key.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
+import re
 import tomllib
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic.fields import FieldInfo
 
 from edge.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/edge/edge.toml")
-STATION_ID_MAX = 48
-ROTATIONS = ("L1L2L3", "L2L3L1", "L3L1L2", "L1L3L2", "L3L2L1", "L2L1L3")
+
+Problem = tuple[str, str]
+
+
+# -- single-value rules --------------------------------------------------------------------
+
+
+def _station_id(value: str) -> str:
+    # OCPP-J 2.0.1 §3.1.1: at most 48 characters and no ':', because the identity is
+    # also the HTTP Basic user name (OCPP 1.6 Security Whitepaper A00.FR.204).
+    if not 1 <= len(value) <= 48:
+        raise ValueError(f"must be 1 to 48 characters (got {len(value)})")
+    if ":" in value:
+        raise ValueError(f"must not contain ':', it is the HTTP Basic user name (got {value!r})")
+    if not (value.isascii() and value.isprintable()):
+        raise ValueError(f"must be printable ASCII (got {value!r})")
+    return value
+
+
+def _password(value: str) -> str:
+    # The Basic auth password is the station's AuthorizationKey, at most 40 characters
+    # (OCPP 1.6 Security Whitepaper A00.FR.205; 2.0.1 BasicAuthPassword maxLimit 40).
+    if not 1 <= len(value) <= 40:
+        raise ValueError(
+            f"must be 1 to 40 characters, the OCPP 1.6 Security Whitepaper limit of "
+            f"AuthorizationKey; 16 or more recommended (got {len(value)})"
+        )
+    return value
+
+
+def _existing_file(value: str) -> str:
+    if not Path(value).is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"must be an IANA time zone such as Europe/Berlin or UTC (got {value!r})"
+        ) from None
+    return value
+
+
+def _topic_level(value: str) -> str:
+    if not value or any(c in value for c in "/+#"):
+        raise ValueError(
+            f"must be non-empty without '/', '+' or '#', it is an MQTT topic level (got {value!r})"
+        )
+    return value
+
+
+def _url_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must start with '/' (got {value!r})")
+    return value
+
+
+def _websocket_url(value: str) -> str:
+    if not value.startswith(("ws://", "wss://")):
+        raise ValueError(f"must start with ws:// or wss:// (got {value!r})")
+    return value
+
+
+def _host_port(listen: str) -> tuple[str, int] | None:
+    # "host:port", "[::1]:8080" for IPv6; None when the text is not of that form.
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    if _host_port(value) is None:
+        raise ValueError(f"must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080 (got {value!r})")
+    return value
+
+
+def _aware_time(value: Any) -> Any:
+    # A time without offset is ambiguous (site or UTC?), so it is refused, not guessed.
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"must be an RFC 3339 time such as 2027-12-31T23:59:59Z (got {value!r})"
+            ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        raise ValueError(f"needs a time and UTC offset, e.g. {value.isoformat()}T23:59:59Z")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"needs a UTC offset, e.g. {value.isoformat()}Z")
+    return value
+
+
+StationId = Annotated[str, AfterValidator(_station_id)]
+Password = Annotated[str, AfterValidator(_password)]
+FilePath = Annotated[str, AfterValidator(_existing_file)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+# -- the models ----------------------------------------------------------------------------
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A TOML table: unknown keys are errors; TOML already types values, so no coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SiteConfig(Section):
-    id: str = "site"
+    id: Annotated[str, AfterValidator(_topic_level)] = "site"
     name: str = ""
-    timezone: str = "UTC"
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
 
 
 class OcppConfig(Section):
     host: str = "0.0.0.0"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9000
-    path: str = "/ocpp"
-    versions: list[Literal["1.6", "2.0.1", "2.1"]] = ["2.1", "2.0.1", "1.6"]
+    port: Annotated[int, Field(ge=0, le=65535)] = 9000  # 0 picks a free port (tests)
+    path: Annotated[str, AfterValidator(_url_path)] = "/ocpp"
+    versions: Annotated[list[Literal["2.1", "2.0.1", "1.6"]], Field(min_length=1)] = [
+        "2.1",
+        "2.0.1",
+        "1.6",
+    ]
     heartbeat_interval: Annotated[int, Field(ge=10, le=86400)] = 300
-    security_profile: Literal[0, 1, 2, 3] = 0
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_ca: str | None = None
+    security_profile: Annotated[int, Field(ge=0, le=3)] = 0
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
+    tls_ca: FilePath | None = None
     allow_unknown_stations: bool = False
     unknown_station_boot: Literal["pending", "rejected", "accepted"] = "pending"
     call_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
@@ -53,25 +171,18 @@ class OcppConfig(Section):
 
 
 class StationConfig(Section):
-    id: str
-    password: str | None = None
+    id: StationId
+    password: Password | None = None
     max_current_a: Annotated[float, Field(gt=0, le=1000)] = 32.0
     phases: Literal[1, 3] = 3
     bidirectional: bool = False
     priority: int = 0
-    phase_rotation: str = "L1L2L3"
+    phase_rotation: Literal["L1L2L3", "L2L3L1", "L3L1L2", "L1L3L2", "L3L2L1", "L2L1L3"] = "L1L2L3"
     profile: str | None = None
-
-    @field_validator("phase_rotation")
-    @classmethod
-    def _rotation(cls, v: str) -> str:
-        if v not in ROTATIONS:
-            raise ValueError(f"must be one of: {', '.join(ROTATIONS)} (got {v!r})")
-        return v
 
 
 class ApiConfig(Section):
-    listen: str = "127.0.0.1:8080"
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8080"
     token: str | None = None
 
 
@@ -87,17 +198,17 @@ class MeterConfig(Section):
     profile: str
     transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
     host: str | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    port: Port = 502
     device: str | None = None
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
-    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    unit: Annotated[int, Field(ge=1, le=247)] = 1  # Modbus unit ids 248..255 are reserved
     poll_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
 
 
 class LoadConfig(Section):
-    grid_limit_a: Annotated[float, Field(gt=0)] | None = None
+    grid_limit_a: float | None = Field(default=None, gt=0)  # None: no load management
     margin_a: Annotated[float, Field(ge=0)] = 2.0
     min_current_a: Annotated[float, Field(ge=0)] = 6.0
     failsafe_current_a: Annotated[float, Field(ge=0)] = 6.0
@@ -108,21 +219,16 @@ class LoadConfig(Section):
 class V2gConfig(Section):
     enabled: bool = False
     min_soc_percent: Annotated[float, Field(ge=0, le=100)] = 30.0
-    export_limit_a: Annotated[float, Field(ge=0)] | None = None
+    export_limit_a: float | None = Field(default=None, ge=0)
     tariff: str | None = None
-    compensation: Annotated[float, Field(ge=0)] | None = None
+    compensation: float | None = Field(default=None, ge=0)
 
 
 class AuthTagConfig(Section):
-    id_tag: Annotated[str, Field(min_length=1, max_length=36)]
+    id_tag: Annotated[str, Field(min_length=1, max_length=36)]  # IdToken is string[36]
     status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
-    expiry: datetime | None = None
-    parent_id_tag: Annotated[str, Field(max_length=36)] | None = None
-
-    @field_validator("expiry")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+    expiry: Annotated[datetime | None, BeforeValidator(_aware_time)] = None
+    parent_id_tag: str | None = Field(default=None, min_length=1, max_length=36)
 
 
 class AuthConfig(Section):
@@ -132,16 +238,16 @@ class AuthConfig(Section):
 
 
 class UplinkOcppConfig(Section):
-    url: str | None = None
+    url: Annotated[str, AfterValidator(_websocket_url)] | None = None
     password: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    tls_ca: FilePath | None = None
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
 
 
 class UplinkMqttConfig(Section):
     host: str | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    port: Port = 1883
     tls: bool = False
     username: str | None = None
     password: str | None = None
@@ -175,10 +281,10 @@ class Config(Section):
 
     def station(self, station_id: str) -> StationConfig | None:
         """The `[[stations]]` entry of an id, if configured."""
-        for s in self.stations:
-            if s.id == station_id:
-                return s
-        return None
+        return next((s for s in self.stations if s.id == station_id), None)
+
+
+# -- loading -------------------------------------------------------------------------------
 
 
 def resolve_path(path: Path | None) -> Path | None:
@@ -188,7 +294,7 @@ def resolve_path(path: Path | None) -> Path | None:
     env = os.environ.get("EDGE_CONFIG")
     if env:
         return Path(env)
-    return DEFAULT_PATH if DEFAULT_PATH.exists() else None
+    return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -198,10 +304,14 @@ def load_config(path: Path | None = None) -> Config:
         return Config()
     try:
         text = resolved.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([("(file)", f"file not found: {resolved}")], str(resolved)) from None
     except OSError as exc:
-        raise ConfigError(
-            [("(file)", f"cannot read {resolved}: {exc.strerror}")], str(resolved)
-        ) from None
+        problem = ("(file)", f"cannot read {resolved}: {exc.strerror}")
+        raise ConfigError([problem], str(resolved)) from None
+    except UnicodeDecodeError as exc:
+        problem = ("(file)", f"not UTF-8 text (byte {exc.start})")
+        raise ConfigError([problem], str(resolved)) from None
     return parse_config(text, str(resolved))
 
 
@@ -210,17 +320,18 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("(syntax)", str(exc))], source) from None
-    problems: list[tuple[str, str]] = []
-    config: Config | None = None
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError([("(syntax)", f"TOML syntax: {exc}")], source) from None
     try:
-        config = Config.model_validate(data)
+        config: Config | None = Config.model_validate(data)
+        problems: list[Problem] = []
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, data))
-    problems.extend(_cross_checks(data, config))
-    if problems:
-        raise ConfigError(problems, source)
-    assert config is not None
+        config = None
+        problems = [_problem(err) for err in exc.errors()]
+    # Rules across keys run on the raw tables, so they report even when a model failed.
+    problems.extend(_cross_checks(data))
+    if problems or config is None:
+        raise ConfigError(sorted(problems, key=_file_order), source)
     return config
 
 
@@ -229,236 +340,262 @@ def example_config_text() -> str:
     return resources.files("edge.data").joinpath("edge.example.toml").read_text("utf-8")
 
 
-_FIELD_NAMES: frozenset[str] = frozenset()
+# -- pydantic errors as (key, message) -----------------------------------------------------
 
 
-def _key(loc: tuple[Any, ...]) -> str:
-    out = ""
+def _problem(err: Any) -> Problem:
+    loc: tuple[str | int, ...] = tuple(err["loc"])
+    path, owner, field = _locate(loc)
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(owner.model_fields) if owner else ""
+        return _key([*path, loc[-1]]), f"unknown key {loc[-1]!r}; allowed: {allowed}"
+    return _key(path), _message(err, field)
+
+
+def _locate(
+    loc: tuple[str | int, ...],
+) -> tuple[list[str | int], type[BaseModel] | None, FieldInfo | None]:
+    """The TOML path of an error location, the model at its end, and the last field."""
+    owner: type[BaseModel] | None = Config
+    field: FieldInfo | None = None
+    path: list[str | int] = []
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
+            path.append(part)
+        elif owner is not None and part in owner.model_fields:
+            field = owner.model_fields[part]
+            path.append(part)
+            owner = _model_in(field.annotation)
+        # Any other part names a union member ("float", "function-after[...]"), not a key.
+    return path, owner, field
 
 
-def _allowed(model: type[BaseModel]) -> str:
-    return ", ".join(model.model_fields)
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if get_origin(annotation) is None and isinstance(annotation, type):
+        return annotation if issubclass(annotation, BaseModel) else None
+    return next((m for a in get_args(annotation) if (m := _model_in(a)) is not None), None)
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    model: Any = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            break
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        inner = next(
-            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-        if inner is None:
-            break
-        model = inner
-    return model  # type: ignore[no-any-return]
+def _literal_in(annotation: Any) -> tuple[Any, ...]:
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return next((c for a in get_args(annotation) if (c := _literal_in(a))), ())
 
 
-def _field_names() -> frozenset[str]:
-    names: set[str] = set()
-    for model in (
-        Config,
-        SiteConfig,
-        OcppConfig,
-        StationConfig,
-        ApiConfig,
-        StoreConfig,
-        MeterConfig,
-        LoadConfig,
-        V2gConfig,
-        AuthConfig,
-        AuthTagConfig,
-        UplinkConfig,
-        UplinkOcppConfig,
-        UplinkMqttConfig,
-        LogConfig,
-    ):
-        names.update(model.model_fields)
-    return frozenset(names)
+def _key(path: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def _pydantic_problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str, str]]:
+_TYPE_MESSAGES = {
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string (in quotes)",
+    "list_type": "must be an array",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "dict_type": "must be a table",
+    "datetime_type": "must be a date and time such as 2027-12-31T23:59:59Z",
+}
+
+
+def _message(err: Any, field: FieldInfo | None) -> str:
+    kind, got = err["type"], err.get("input")
+    choices = _literal_in(field.annotation) if field else ()
+    if kind == "missing":
+        return "required" + (f"; one of: {_listing(choices)}" if choices else "")
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind == "literal_error":
+        return f"must be one of: {_listing(choices)} (got {got!r})"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{_bounds(field)} (got {got!r})"
+    if kind in _TYPE_MESSAGES:
+        return f"{_TYPE_MESSAGES[kind]} (got {got!r})"
+    text = str(err["msg"])
+    return f"{text[0].lower()}{text[1:]}"
+
+
+def _listing(values: tuple[Any, ...]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _bounds(field: FieldInfo | None) -> str:
+    """ "must be between 1 and 65535" from a field's ge/gt/le/lt constraints."""
+    limits = {type(m): m for m in (field.metadata if field else ())}
+    ge, gt, le, lt = (limits.get(t) for t in (Ge, Gt, Le, Lt))
+    if isinstance(ge, Ge) and isinstance(le, Le):
+        return f"must be between {_number(ge.ge)} and {_number(le.le)}"
+    parts = [
+        f"at least {_number(ge.ge)}" if isinstance(ge, Ge) else "",
+        f"greater than {_number(gt.gt)}" if isinstance(gt, Gt) else "",
+        f"at most {_number(le.le)}" if isinstance(le, Le) else "",
+        f"less than {_number(lt.lt)}" if isinstance(lt, Lt) else "",
+    ]
+    return "must be " + " and ".join(p for p in parts if p)
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _file_order(problem: Problem) -> tuple[int, int]:
+    """Sort key: sections in model order, then list index; stable within one entry."""
+    match = re.match(r"(\w+)(?:\[(\d+)\])?", problem[0])
+    sections = list(Config.model_fields)
+    if match is None or match[1] not in sections:
+        return -1, 0  # "(syntax)", "(file)" and unknown sections lead
+    return sections.index(match[1]), int(match[2] or 0)
+
+
+# -- rules across keys ---------------------------------------------------------------------
+
+
+def _cross_checks(data: dict[str, Any]) -> list[Problem]:
+    return [
+        *_duplicates(_tables(data, "stations"), "stations", "id"),
+        *_duplicates(_tables(data, "meters"), "meters", "id"),
+        *_duplicates(_tables(_table(data, "auth"), "tags"), "auth.tags", "id_tag"),
+        *_security_checks(data),
+        *_api_checks(_table(data, "api")),
+        *_meter_checks(_tables(data, "meters")),
+        *_load_checks(_table(data, "load")),
+        *_uplink_checks(_table(data, "uplink")),
+    ]
+
+
+def _table(data: Any, key: str) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _tables(data: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
+    items = data.get(key)
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _get(table: dict[str, Any], model: type[Section], name: str) -> Any:
+    """The raw value of a key, or the model's default when the key is absent."""
+    return table.get(name, model.model_fields[name].default)
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _duplicates(items: list[tuple[int, dict[str, Any]]], key: str, name: str) -> list[Problem]:
+    first: dict[str, int] = {}
     problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        typ = err["type"]
-        if typ == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            msg = f"unknown key {loc[-1]!r}; allowed: {_allowed(parent)}"
-        elif typ == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            msg = f"must be one of: {expected.replace(' or ', ', ')} (got {err['input']!r})"
-        elif typ == "missing":
-            msg = "required"
-        elif typ in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            msg = f"{err['msg'].lower()} (got {err['input']!r})"
-        elif typ == "value_error":
-            msg = str(err.get("ctx", {}).get("error", err["msg"]))
-        else:
-            msg = f"{err['msg'].lower()} (got {err['input']!r})"
-        # pydantic adds union member names ("float", "function-after[...]") to the
-        # location of `X | None` fields; a key is made of field names and indexes only.
-        last = loc[-1:] if typ == "extra_forbidden" else ()
-        loc = tuple(
-            p for p in loc[: len(loc) - len(last)] if isinstance(p, int) or p in _FIELD_NAMES
-        )
-        loc = loc + last
-        problems.append((_key(loc), msg))
+    for i, item in items:
+        value = item.get(name)
+        if not isinstance(value, str):
+            continue
+        if value in first:
+            problems.append(
+                (f"{key}[{i}].{name}", f"duplicate {value!r}, already at {key}[{first[value]}]")
+            )
+        first.setdefault(value, i)
     return problems
 
 
-def _cross_checks(data: dict[str, Any], config: Config | None) -> list[tuple[str, str]]:
-    """Rules that span keys; run on the raw data so they report even when parsing failed."""
-    problems: list[tuple[str, str]] = []
-    ocpp = data.get("ocpp", {}) if isinstance(data.get("ocpp"), dict) else {}
-    stations = data.get("stations", []) if isinstance(data.get("stations"), list) else []
-    profile = ocpp.get("security_profile", 0)
-    seen: set[str] = set()
-    for i, st in enumerate(stations):
-        if not isinstance(st, dict):
-            continue
-        sid = st.get("id")
-        if isinstance(sid, str):
-            why = _station_id_problem(sid)
-            if why:
-                problems.append((f"stations[{i}].id", why))
-            if sid in seen:
-                problems.append((f"stations[{i}].id", f"duplicate station id {sid!r}"))
-            seen.add(sid)
-        pw = st.get("password")
-        if profile in (1, 2):
-            if not pw:
+def _security_checks(data: dict[str, Any]) -> list[Problem]:
+    """OCPP 1.6 Security Whitepaper / OCPP 2.0.1 Part 2 A00: what each profile needs."""
+    ocpp = _table(data, "ocpp")
+    profile = _get(ocpp, OcppConfig, "security_profile")
+    if type(profile) is not int:
+        return []  # reported by the model
+    problems = []
+    if profile in (1, 2):
+        for i, station in _tables(data, "stations"):
+            if "password" not in station:
                 problems.append(
                     (
                         f"stations[{i}].password",
-                        f"security_profile {profile} needs a password for every station",
+                        f"required with ocpp.security_profile = {profile} (HTTP Basic auth, user ="
+                        " station id): 1 to 40 characters, as the OCPP 1.6 Security Whitepaper"
+                        " sets for AuthorizationKey",
                     )
                 )
-            elif isinstance(pw, str) and not 16 <= len(pw) <= 40:
-                # OCPP 1.6 Security Whitepaper: AuthorizationKey of 16 to 40 bytes.
-                problems.append((f"stations[{i}].password", "must be 16 to 40 characters"))
-    if profile in (2, 3):
-        for key in ("tls_cert", "tls_key"):
-            if not ocpp.get(key):
-                problems.append(
-                    (f"ocpp.{key}", f"security_profile {profile} needs a TLS {key[4:]}")
-                )
-    if profile == 3 and not ocpp.get("tls_ca"):
-        problems.append(
-            ("ocpp.tls_ca", "security_profile 3 needs the CA of the chargers' certificates")
+    needs = {"tls_cert": "the server certificate chain (PEM)", "tls_key": "its private key (PEM)"}
+    if profile == 3:
+        needs["tls_ca"] = "the CA certificate (PEM) that signed the chargers' client certificates"
+    for key, what in needs.items():
+        if profile >= 2 and not ocpp.get(key):
+            problems.append(
+                (f"ocpp.{key}", f"required with ocpp.security_profile = {profile}: {what}")
+            )
+    return problems
+
+
+def _api_checks(api: dict[str, Any]) -> list[Problem]:
+    listen = _get(api, ApiConfig, "listen")
+    parsed = _host_port(listen) if isinstance(listen, str) else None
+    if parsed is None or _is_loopback(parsed[0]) or api.get("token"):
+        return []
+    return [
+        (
+            "api.token",
+            f"required when api.listen is not a loopback address (got {listen!r}): "
+            "commands over the network need a bearer token",
         )
-    for key in ("tls_cert", "tls_key", "tls_ca"):
-        value = ocpp.get(key)
-        if isinstance(value, str) and value and not Path(value).is_file():
-            problems.append((f"ocpp.{key}", f"file not found: {value}"))
-    path = ocpp.get("path", "/ocpp")
-    if isinstance(path, str) and not path.startswith("/"):
-        problems.append(("ocpp.path", f"must start with '/' (got {path!r})"))
-    problems.extend(_api_checks(data.get("api", {})))
-    problems.extend(_meter_checks(data.get("meters", [])))
-    problems.extend(_other_checks(data))
+    ]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def _meter_checks(meters: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
+    problems = []
+    for i, meter in meters:
+        transport = _get(meter, MeterConfig, "transport")
+        if transport in ("tcp", "rtu-over-tcp") and not meter.get("host"):
+            problems.append(
+                (f"meters[{i}].host", f"required for transport {transport!r}, e.g. 192.0.2.10")
+            )
+        if transport == "rtu" and not meter.get("device"):
+            problems.append(
+                (f"meters[{i}].device", "required for transport 'rtu', e.g. /dev/ttyUSB0")
+            )
     return problems
 
 
-def _station_id_problem(sid: str) -> str | None:
-    # OCPP 2.0.1 Part 4 §3.1.1: identity ≤ 48 chars; ':' would break HTTP Basic auth.
-    if not 1 <= len(sid) <= STATION_ID_MAX:
-        return f"must be 1 to {STATION_ID_MAX} characters"
-    if ":" in sid:
-        return "must not contain ':' (it is the HTTP Basic user name)"
-    if not (sid.isascii() and sid.isprintable()):
-        return "must be printable ASCII"
-    return None
+def _load_checks(load: dict[str, Any]) -> list[Problem]:
+    limit = _float(load.get("grid_limit_a"))
+    if limit is None or limit <= 0:
+        return []  # no load management, or reported by the model
+    problems = []
+    margin = _float(_get(load, LoadConfig, "margin_a"))
+    if margin is not None and margin >= limit:
+        problems.append(
+            ("load.margin_a", f"must be below load.grid_limit_a = {limit:g} (got {margin:g})")
+        )
+    failsafe = _float(_get(load, LoadConfig, "failsafe_current_a"))
+    if failsafe is not None and failsafe > limit:
+        problems.append(
+            (
+                "load.failsafe_current_a",
+                f"must not exceed load.grid_limit_a = {limit:g} (got {failsafe:g})",
+            )
+        )
+    return problems
 
 
-def _api_checks(api: Any) -> list[tuple[str, str]]:
-    if not isinstance(api, dict):
-        return []
-    listen = api.get("listen", "127.0.0.1:8080")
-    if not isinstance(listen, str):
-        return []
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return [("api.listen", f"must be host:port (got {listen!r})")]
-    host = host.strip("[]")
-    loopback = host == "localhost"
-    with contextlib.suppress(ValueError):  # a host name, not an address
-        loopback = loopback or ipaddress.ip_address(host).is_loopback
-    if not loopback and not api.get("token"):
-        return [("api.token", f"required when api.listen is not on loopback ({listen})")]
+def _uplink_checks(uplink: dict[str, Any]) -> list[Problem]:
+    mode = _get(uplink, UplinkConfig, "mode")
+    if mode == "ocpp" and not _table(uplink, "ocpp").get("url"):
+        return [
+            (
+                "uplink.ocpp.url",
+                "required when uplink.mode = 'ocpp', e.g. wss://csms.example.com/ocpp",
+            )
+        ]
+    if mode == "mqtt" and not _table(uplink, "mqtt").get("host"):
+        return [("uplink.mqtt.host", "required when uplink.mode = 'mqtt', e.g. broker.example.com")]
     return []
-
-
-def _meter_checks(meters: Any) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    if not isinstance(meters, list):
-        return problems
-    seen: set[str] = set()
-    for i, m in enumerate(meters):
-        if not isinstance(m, dict):
-            continue
-        if m.get("id") in seen:
-            problems.append((f"meters[{i}].id", f"duplicate meter id {m.get('id')!r}"))
-        seen.add(m.get("id"))  # type: ignore[arg-type]
-        transport = m.get("transport", "tcp")
-        if transport in ("tcp", "rtu-over-tcp") and not m.get("host"):
-            problems.append((f"meters[{i}].host", f"required for transport {transport!r}"))
-        if transport == "rtu" and not m.get("device"):
-            problems.append(
-                (f"meters[{i}].device", "required for transport 'rtu' (e.g. /dev/ttyUSB0)")
-            )
-    return problems
-
-
-def _other_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    site = data.get("site", {})
-    tz = site.get("timezone") if isinstance(site, dict) else None
-    if isinstance(tz, str):
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            problems.append(
-                ("site.timezone", f"unknown IANA time zone {tz!r} (e.g. Europe/Berlin)")
-            )
-    load = data.get("load", {})
-    if isinstance(load, dict):
-        limit, margin = load.get("grid_limit_a"), load.get("margin_a", 2.0)
-        failsafe = load.get("failsafe_current_a", 6.0)
-        if not isinstance(limit, int | float) or limit <= 0:
-            limit = None  # reported by the model check already
-        if isinstance(limit, int | float) and isinstance(margin, int | float) and margin >= limit:
-            problems.append(("load.margin_a", f"must be below grid_limit_a ({limit})"))
-        if (
-            isinstance(limit, int | float)
-            and isinstance(failsafe, int | float)
-            and failsafe > limit
-        ):
-            problems.append(("load.failsafe_current_a", f"must not exceed grid_limit_a ({limit})"))
-    uplink = data.get("uplink", {})
-    if isinstance(uplink, dict):
-        mode = uplink.get("mode", "none")
-        o = uplink.get("ocpp", {}) if isinstance(uplink.get("ocpp"), dict) else {}
-        q = uplink.get("mqtt", {}) if isinstance(uplink.get("mqtt"), dict) else {}
-        url = o.get("url")
-        if mode == "ocpp" and not url:
-            problems.append(("uplink.ocpp.url", "required when uplink.mode = 'ocpp'"))
-        if isinstance(url, str) and url and not url.startswith(("ws://", "wss://")):
-            problems.append(("uplink.ocpp.url", f"must start with ws:// or wss:// (got {url!r})"))
-        if mode == "mqtt" and not q.get("host"):
-            problems.append(("uplink.mqtt.host", "required when uplink.mode = 'mqtt'"))
-    return problems
-
-
-_FIELD_NAMES = _field_names()

@@ -6,10 +6,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 
 from edge.config import Config, parse_config
 from edge.service.daemon import Daemon
+
+# hypothesis' pytest plugin imports the package lazily in the terminal summary; CPython
+# 3.11.7 can then fail with "AST constructor recursion depth mismatch" (fixed upstream in
+# 3.11.8). Importing it here, before any test runs, avoids that late import.
 
 BASE_CONFIG = """
 [site]

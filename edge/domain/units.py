@@ -15,7 +15,12 @@ WattHours = float
 
 def iso_utc(t: datetime) -> str:
     """Format an aware datetime as ISO 8601 UTC with a `Z` suffix, millisecond precision."""
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if t.utcoffset():
+        t = t.astimezone(UTC)
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f".{t.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(text: str) -> datetime:

@@ -313,7 +313,6 @@ class Journal:
                 "offline": event.offline,
                 "trigger": event.trigger,
                 "charging_state": event.charging_state,
-                "readings": readings_json(event.readings),
                 "raw": event.raw,
             },
             session_id=session_id,
@@ -421,7 +420,6 @@ class Journal:
             {
                 "session_id": session_id,
                 "connector": event.connector,
-                "readings": readings_json(event.readings),
                 "raw": event.raw,
             },
             session_id=session_id,
