@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Iterator
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
@@ -49,14 +50,16 @@ def _station_id(value: str) -> str:
     return value
 
 
+# The Basic auth password is the station's AuthorizationKey, at most 40 characters
+# (OCPP 1.6 Security Whitepaper A00.FR.205; 2.0.1 BasicAuthPassword maxLimit 40).
+_PASSWORD_RULE = (
+    "1 to 40 characters, as OCPP 1.6 Security Whitepaper AuthorizationKey; 16+ recommended"
+)
+
+
 def _password(value: str) -> str:
-    # The Basic auth password is the station's AuthorizationKey, at most 40 characters
-    # (OCPP 1.6 Security Whitepaper A00.FR.205; 2.0.1 BasicAuthPassword maxLimit 40).
     if not 1 <= len(value) <= 40:
-        raise ValueError(
-            f"must be 1 to 40 characters, the OCPP 1.6 Security Whitepaper limit of "
-            f"AuthorizationKey; 16 or more recommended (got {len(value)})"
-        )
+        raise ValueError(f"must be {_PASSWORD_RULE} (got {len(value)} characters)")
     return value
 
 
@@ -422,7 +425,7 @@ def _listing(values: tuple[Any, ...]) -> str:
 
 
 def _bounds(field: FieldInfo | None) -> str:
-    """ "must be between 1 and 65535" from a field's ge/gt/le/lt constraints."""
+    """The allowed range of a field from its ge/gt/le/lt constraints, as a sentence."""
     limits = {type(m): m for m in (field.metadata if field else ())}
     ge, gt, le, lt = (limits.get(t) for t in (Ge, Gt, Le, Lt))
     if isinstance(ge, Ge) and isinstance(le, Le):
@@ -453,6 +456,7 @@ def _file_order(problem: Problem) -> tuple[int, int]:
 
 
 def _cross_checks(data: dict[str, Any]) -> list[Problem]:
+    """Rules that span keys, with each key's default when it is absent."""
     return [
         *_duplicates(_tables(data, "stations"), "stations", "id"),
         *_duplicates(_tables(data, "meters"), "meters", "id"),
@@ -486,62 +490,39 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _duplicates(items: list[tuple[int, dict[str, Any]]], key: str, name: str) -> list[Problem]:
+def _duplicates(items: list[tuple[int, dict[str, Any]]], key: str, name: str) -> Iterator[Problem]:
     first: dict[str, int] = {}
-    problems = []
     for i, item in items:
         value = item.get(name)
-        if not isinstance(value, str):
-            continue
-        if value in first:
-            problems.append(
-                (f"{key}[{i}].{name}", f"duplicate {value!r}, already at {key}[{first[value]}]")
-            )
-        first.setdefault(value, i)
-    return problems
+        if isinstance(value, str) and value in first:
+            yield f"{key}[{i}].{name}", f"duplicate {value!r}, already at {key}[{first[value]}]"
+        elif isinstance(value, str):
+            first[value] = i
 
 
-def _security_checks(data: dict[str, Any]) -> list[Problem]:
-    """OCPP 1.6 Security Whitepaper / OCPP 2.0.1 Part 2 A00: what each profile needs."""
+def _security_checks(data: dict[str, Any]) -> Iterator[Problem]:
+    """What each profile needs (OCPP 1.6 Security Whitepaper; OCPP 2.0.1 Part 2 A00)."""
     ocpp = _table(data, "ocpp")
     profile = _get(ocpp, OcppConfig, "security_profile")
     if type(profile) is not int:
-        return []  # reported by the model
-    problems = []
-    if profile in (1, 2):
-        for i, station in _tables(data, "stations"):
-            if "password" not in station:
-                problems.append(
-                    (
-                        f"stations[{i}].password",
-                        f"required with ocpp.security_profile = {profile} (HTTP Basic auth, user ="
-                        " station id): 1 to 40 characters, as the OCPP 1.6 Security Whitepaper"
-                        " sets for AuthorizationKey",
-                    )
-                )
+        return  # reported by the model
+    basic = f"required with ocpp.security_profile = {profile} (HTTP Basic auth, user = station id)"
+    for i, station in _tables(data, "stations"):
+        if profile in (1, 2) and "password" not in station:
+            yield f"stations[{i}].password", f"{basic}: {_PASSWORD_RULE}"
     needs = {"tls_cert": "the server certificate chain (PEM)", "tls_key": "its private key (PEM)"}
     if profile == 3:
         needs["tls_ca"] = "the CA certificate (PEM) that signed the chargers' client certificates"
     for key, what in needs.items():
         if profile >= 2 and not ocpp.get(key):
-            problems.append(
-                (f"ocpp.{key}", f"required with ocpp.security_profile = {profile}: {what}")
-            )
-    return problems
+            yield f"ocpp.{key}", f"required with ocpp.security_profile = {profile}: {what}"
 
 
-def _api_checks(api: dict[str, Any]) -> list[Problem]:
+def _api_checks(api: dict[str, Any]) -> Iterator[Problem]:
     listen = _get(api, ApiConfig, "listen")
     parsed = _host_port(listen) if isinstance(listen, str) else None
-    if parsed is None or _is_loopback(parsed[0]) or api.get("token"):
-        return []
-    return [
-        (
-            "api.token",
-            f"required when api.listen is not a loopback address (got {listen!r}): "
-            "commands over the network need a bearer token",
-        )
-    ]
+    if parsed is not None and not _is_loopback(parsed[0]) and not api.get("token"):
+        yield "api.token", f"required when api.listen is not on loopback (got {listen!r})"
 
 
 def _is_loopback(host: str) -> bool:
@@ -551,51 +532,33 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
-def _meter_checks(meters: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
-    problems = []
+def _meter_checks(meters: list[tuple[int, dict[str, Any]]]) -> Iterator[Problem]:
     for i, meter in meters:
         transport = _get(meter, MeterConfig, "transport")
         if transport in ("tcp", "rtu-over-tcp") and not meter.get("host"):
-            problems.append(
-                (f"meters[{i}].host", f"required for transport {transport!r}, e.g. 192.0.2.10")
-            )
+            yield f"meters[{i}].host", f"required for transport {transport!r}, e.g. 192.0.2.10"
         if transport == "rtu" and not meter.get("device"):
-            problems.append(
-                (f"meters[{i}].device", "required for transport 'rtu', e.g. /dev/ttyUSB0")
-            )
-    return problems
+            yield f"meters[{i}].device", "required for transport 'rtu', e.g. /dev/ttyUSB0"
 
 
-def _load_checks(load: dict[str, Any]) -> list[Problem]:
+def _load_checks(load: dict[str, Any]) -> Iterator[Problem]:
     limit = _float(load.get("grid_limit_a"))
     if limit is None or limit <= 0:
-        return []  # no load management, or reported by the model
-    problems = []
+        return  # no load management, or reported by the model
     margin = _float(_get(load, LoadConfig, "margin_a"))
     if margin is not None and margin >= limit:
-        problems.append(
-            ("load.margin_a", f"must be below load.grid_limit_a = {limit:g} (got {margin:g})")
-        )
+        yield "load.margin_a", f"must be below load.grid_limit_a = {limit:g} (got {margin:g})"
     failsafe = _float(_get(load, LoadConfig, "failsafe_current_a"))
     if failsafe is not None and failsafe > limit:
-        problems.append(
-            (
-                "load.failsafe_current_a",
-                f"must not exceed load.grid_limit_a = {limit:g} (got {failsafe:g})",
-            )
+        yield (
+            "load.failsafe_current_a",
+            f"must not exceed load.grid_limit_a = {limit:g} (got {failsafe:g})",
         )
-    return problems
 
 
-def _uplink_checks(uplink: dict[str, Any]) -> list[Problem]:
+def _uplink_checks(uplink: dict[str, Any]) -> Iterator[Problem]:
     mode = _get(uplink, UplinkConfig, "mode")
     if mode == "ocpp" and not _table(uplink, "ocpp").get("url"):
-        return [
-            (
-                "uplink.ocpp.url",
-                "required when uplink.mode = 'ocpp', e.g. wss://csms.example.com/ocpp",
-            )
-        ]
+        yield "uplink.ocpp.url", "required when uplink.mode = 'ocpp' (ws:// or wss:// URL)"
     if mode == "mqtt" and not _table(uplink, "mqtt").get("host"):
-        return [("uplink.mqtt.host", "required when uplink.mode = 'mqtt', e.g. broker.example.com")]
-    return []
+        yield "uplink.mqtt.host", "required when uplink.mode = 'mqtt' (the broker's host name)"

@@ -6,8 +6,9 @@ outbox row commits with the journal row, or neither does).
 
 from __future__ import annotations
 
+import functools
+import os
 import sqlite3
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +30,13 @@ from edge.domain.events import (
     TransactionUpdated,
 )
 from edge.domain.session import track_seq
-from edge.domain.units import iso_utc, to_wh
+from edge.domain.units import iso_utc as _iso_utc
+from edge.domain.units import to_wh
 
 log = structlog.get_logger("edge.store")
+
+# The same instants are formatted several times per record (event time, batch time).
+iso_utc = functools.lru_cache(maxsize=4096)(_iso_utc)
 
 ENERGY_IMPORT = "Energy.Active.Import.Register"
 DROPPABLE = frozenset({"meter.values", "transaction.updated"})
@@ -481,7 +486,7 @@ class Journal:
             "INSERT INTO outbox (record_id, station, seq, type, time, data, droppable,"
             " session_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                uuid.uuid4().hex,
+                os.urandom(16).hex(),  # stable record id, as random as uuid4
                 station,
                 seq,
                 kind,

@@ -58,6 +58,7 @@ class Store:
         self._read_conn: sqlite3.Connection | None = None
         self.journal = journal.Journal(conn, outbox_max_rows)
         self.on_commit: Callable[[int, float], None] | None = None
+        self._batch_now = _now()
         self._thread = threading.Thread(target=self._run, name="edge-store-write", daemon=True)
         self._thread.start()
 
@@ -91,7 +92,7 @@ class Store:
 
     async def record(self, event: Event) -> Recorded:
         """Journal an event and enqueue it for the cloud; returns after COMMIT."""
-        return await self.write(lambda conn: self.journal.record(event, _now()))
+        return await self.write(lambda conn: self.journal.record(event, self._batch_now))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer thread inside the next group commit; returns after COMMIT."""
@@ -131,6 +132,7 @@ class Store:
 
     def _commit(self, batch: list[Any]) -> None:
         started = time.perf_counter()
+        self._batch_now = _now()  # one clock reading per group commit
         conn = self._conn
         outcomes: list[tuple[bool, Any]] = []
         try:
