@@ -18,14 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from edge.errors import ConfigError
@@ -134,6 +127,7 @@ StationId = Annotated[str, AfterValidator(_station_id)]
 Password = Annotated[str, AfterValidator(_password)]
 FilePath = Annotated[str, AfterValidator(_existing_file)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+OcppVersion = Literal["2.1", "2.0.1", "1.6"]
 
 
 # -- the models ----------------------------------------------------------------------------
@@ -155,11 +149,7 @@ class OcppConfig(Section):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 9000  # 0 picks a free port (tests)
     path: Annotated[str, AfterValidator(_url_path)] = "/ocpp"
-    versions: Annotated[list[Literal["2.1", "2.0.1", "1.6"]], Field(min_length=1)] = [
-        "2.1",
-        "2.0.1",
-        "1.6",
-    ]
+    versions: list[OcppVersion] = Field(default=["2.1", "2.0.1", "1.6"], min_length=1)
     heartbeat_interval: Annotated[int, Field(ge=10, le=86400)] = 300
     security_profile: Annotated[int, Field(ge=0, le=3)] = 0
     tls_cert: FilePath | None = None
@@ -414,6 +404,13 @@ def _message(err: Any, field: FieldInfo | None) -> str:
         return f"must be one of: {_listing(choices)} (got {got!r})"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{_bounds(field)} (got {got!r})"
+    if kind in ("string_too_short", "too_short"):
+        shortest = err["ctx"]["min_length"]
+        return (
+            "must not be empty" if shortest == 1 else f"must have at least {shortest} (got {got!r})"
+        )
+    if kind == "string_too_long":
+        return f"must be at most {err['ctx']['max_length']} characters (got {len(got)})"
     if kind in _TYPE_MESSAGES:
         return f"{_TYPE_MESSAGES[kind]} (got {got!r})"
     text = str(err["msg"])
