@@ -170,16 +170,29 @@ def edge_status_ms(api: str) -> float:
     return round(statistics.median(times), 1)
 
 
-def measure(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     r: dict[str, Any] = {}
     r["boot_s"] = loadgen(url, "boot", args)["boot_s"]
     r["mv16_msgs_per_s"] = loadgen(url, "mv16", args)["msgs_per_s"]
     r["te201_msgs_per_s"] = loadgen(url, "te201", args)["msgs_per_s"]
     lat = loadgen(url, "latency", args)
     r.update({"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "late_sends": lat["late_sends"]})
-    r["rss_kb_per_station"] = idle_rss(url, pid, args, compression=False)
-    r["rss_kb_per_station_deflate"] = idle_rss(url, pid, args, compression=True)
     return r
+
+
+def memory(start: Any, args: argparse.Namespace) -> dict[str, float]:
+    """RSS per station, each on a fresh server: memory freed by an earlier phase would be
+    reused and hide the cost."""
+    out = {}
+    for key, deflate in (("rss_kb_per_station", False), ("rss_kb_per_station_deflate", True)):
+        proc, url = start()
+        try:
+            time.sleep(0.5)
+            out[key] = idle_rss(url, proc.pid, args, compression=deflate)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return out
 
 
 def main() -> None:
@@ -198,19 +211,27 @@ def main() -> None:
     }
     base, base_url = start_baseline()
     try:
-        results["baseline"] = measure(base_url, base.pid, args)
+        results["baseline"] = measure(base_url, args)
     finally:
         base.terminate()
         base.wait()
+    results["baseline"].update(memory(start_baseline, args))
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         edge, url, api, ready_s = start_edge(Path(tmp))
         try:
-            results["edge"] = measure(url, edge.pid, args)
+            results["edge"] = measure(url, args)
             results["edge"]["start_to_ready_s"] = round(ready_s, 3)
             results["edge"]["status_ms"] = edge_status_ms(api)
         finally:
             edge.terminate()
             edge.wait(30)
+
+    def fresh_edge() -> tuple[subprocess.Popen[bytes], str]:
+        d = Path(tempfile.mkdtemp(prefix="edge-bench-mem-"))
+        proc, url, _, _ = start_edge(d)
+        return proc, url
+
+    results["edge"].update(memory(fresh_edge, args))
     results["targets"] = targets(results)
     report(results)
 

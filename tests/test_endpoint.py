@@ -241,10 +241,71 @@ async def test_security_profiles_2_and_3_use_tls(
     with pytest.raises((ssl.SSLError, ConnectionError, InvalidMessage)):
         async with connect(url, subprotocols=["ocpp1.6"], ssl=client(None, None)) as ws:
             await ws.recv()
+    # A TLS 1.0 client is refused in the handshake (TLS 1.2 at least, Part 2 A00.FR.318).
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         async with connect(
             url,
             subprotocols=["ocpp1.6"],
-            ssl=client(certs.client_cert, certs.client_key, ssl.TLSVersion.TLSv1_1),
+            ssl=client(certs.client_cert, certs.client_key, ssl.TLSVersion.TLSv1),
         ):
             pass
+
+
+async def test_security_profile_2_is_tls_and_basic_auth(start_site: StartSite, certs) -> None:  # type: ignore[no-untyped-def]
+    text = site_config(
+        Path(certs.ca).parent.parent / "p2",
+        ocpp=(
+            f'security_profile = 2\ntls_cert = "{certs.server_cert}"\n'
+            f'tls_key = "{certs.server_key}"'
+        ),
+    )
+    for sid, pw in (
+        ("CP16", "correct-horse-battery"),
+        ("CP201", "another-long-secret"),
+        ("CP21", "yet-another-secret"),
+    ):
+        text = text.replace(f'id = "{sid}"', f'id = "{sid}"\npassword = "{pw}"')
+    (Path(certs.ca).parent.parent / "p2").mkdir(exist_ok=True)
+    site = await start_site(text=text)
+    url = site.url.replace("ws://", "wss://") + "/CP16"
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    assert await refused_status(url, ssl=ctx) == 401
+    assert await refused_status(url, ssl=ctx, additional_headers=basic("CP16", "nope")) == 401
+    headers = basic("CP16", "correct-horse-battery")
+    async with connect(url, subprotocols=["ocpp1.6"], ssl=ctx, additional_headers=headers) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+    with pytest.raises((ConnectionError, InvalidMessage)):  # plain ws:// to a TLS endpoint
+        async with connect(
+            site.url + "/CP16", subprotocols=["ocpp1.6"], additional_headers=headers
+        ):
+            pass
+
+
+async def test_a_flood_of_connections_from_one_id_leaves_the_newest(site: RunningSite) -> None:
+    chargers = [await RawCharger.connect(site.url, "CP16") for _ in range(10)]
+    for old in chargers[:-1]:
+        await asyncio.wait_for(old.ws.wait_closed(), 5)
+        assert old.ws.close_code == 1000
+    reply = await chargers[-1].call("BootNotification", BOOT_16)
+    assert reply[2]["status"] == "Accepted"
+    assert list(site.daemon.server.connections) == ["CP16"]  # type: ignore[union-attr]
+    await chargers[-1].close()
+    await still_serves(site)
+
+
+async def test_metrics_count_connections_messages_errors_and_commits(site: RunningSite) -> None:
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    await charger.call("FlyToTheMoon", {})
+    async with aiohttp.ClientSession() as http, http.get(f"{site.api}/metrics") as resp:
+        text = await resp.text()
+    assert 'edge_ocpp_connections{version="1.6"} 1.0' in text
+    assert (
+        'edge_ocpp_messages_total{action="BootNotification",direction="in",version="1.6"} 1.0'
+        in text
+    )
+    assert 'edge_ocpp_errors_total{code="NotImplemented"} 1.0' in text
+    assert "edge_store_commit_seconds_count" in text
+    async with aiohttp.ClientSession() as http, http.get(f"{site.api}/health/ready") as resp:
+        assert resp.status == 200
+    await charger.close()

@@ -13,6 +13,7 @@ Concurrency rules live here and only here (STYLE.md §12):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -28,7 +29,8 @@ from edge.ocpp import frames, schemas
 from edge.ocpp.frames import Call, CallError, CallResult, CallResultError, FrameError, Send
 
 Payload = dict[str, Any]
-Handler = Callable[[Payload], Awaitable[Payload]]
+# Handlers are shared by every connection of a version: they take the station id.
+Handler = Callable[[str, Payload], Awaitable[Payload]]
 
 log = structlog.get_logger("edge.ocpp")
 
@@ -70,29 +72,32 @@ class Connection:
         self.handlers = handlers
         self.call_timeout = call_timeout
         self.metrics = metrics
-        self._inbox: asyncio.Queue[Call | Send | None] = asyncio.Queue()
+        # Inbound CALLs wait here; a task drains them only while there are some, so an
+        # idle connection holds no task (memory per station matters at 1,000 stations).
+        self._inbox: collections.deque[Call | Send] = collections.deque()
+        self._draining: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[Payload]] = {}
         self._call_lock = asyncio.Lock()
         # Our unique ids: a random per-connection prefix and a counter, never a
         # collision with ids the charger or the cloud use (OCPP-J 2.0.1 §6.4 spirit).
         self._prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
-        self.closed = asyncio.Event()
+        self.closed = False
 
     async def serve(self) -> None:
         """Run until the socket closes; pending outbound calls then fail."""
-        worker = asyncio.create_task(self._work(), name=f"ocpp-in-{self.station_id}")
         try:
             await self._read()
         finally:
-            self.closed.set()
-            self._inbox.put_nowait(None)
+            self.closed = True
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(StationNotConnected(self.station_id))
             self._pending.clear()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(worker, timeout=5)
+            if self._draining is not None:
+                # Let the CALL being handled finish its commit; its reply goes nowhere.
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._draining), timeout=5)
 
     async def _read(self) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -112,7 +117,9 @@ class Connection:
             return
         match frame:
             case Call() | Send():
-                self._inbox.put_nowait(frame)
+                self._inbox.append(frame)
+                if self._draining is None:
+                    self._draining = asyncio.create_task(self._drain())
             case CallResult():
                 self._resolve(frame.unique_id, frame)
             case CallError() | CallResultError():
@@ -139,12 +146,16 @@ class Connection:
         else:
             fut.set_exception(_ReplyError(frame.code, frame.description))
 
-    async def _work(self) -> None:
-        while (item := await self._inbox.get()) is not None:
-            if isinstance(item, Send):
-                await self._notify(item)
-            else:
-                await self._answer(item)
+    async def _drain(self) -> None:
+        try:
+            while self._inbox:
+                item = self._inbox.popleft()
+                if isinstance(item, Send):
+                    await self._notify(item)
+                else:
+                    await self._answer(item)
+        finally:
+            self._draining = None
 
     async def _answer(self, call: Call) -> None:
         version = self.version.value
@@ -180,7 +191,7 @@ class Connection:
             schemas.validate_request(self.version, action, payload)
         except schemas.PayloadError as exc:
             raise CallErrorReply(exc.code, exc.description, exc.details) from exc
-        return await handler(payload)
+        return await handler(self.station_id, payload)
 
     async def _notify(self, send: Send) -> None:
         # OCPP 2.1 Part 4 §4.2.6: SEND is unconfirmed; never answered, not even on error.
@@ -195,7 +206,7 @@ class Connection:
 
         Raises StationNotConnected, CommandTimeout, CommandFailed (CALLERROR).
         """
-        if self.closed.is_set():
+        if self.closed:
             raise StationNotConnected(self.station_id)
         timeout = self.call_timeout if timeout is None else timeout
         try:

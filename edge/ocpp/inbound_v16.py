@@ -46,10 +46,10 @@ def id_tag_info(entry: AuthEntry) -> Payload:
 
 
 class V16Inbound:
-    """Handlers of the CALLs a 1.6 charger sends to its central system."""
+    """Handlers of the CALLs a 1.6 charger sends to its central system; one per server,
+    each handler takes the station id."""
 
-    def __init__(self, station_id: str, site: Site) -> None:
-        self.station = station_id
+    def __init__(self, site: Site) -> None:
         self.site = site
 
     def table(self) -> dict[str, Handler]:
@@ -68,9 +68,9 @@ class V16Inbound:
             table[action] = self._notification(action)
         return table
 
-    async def boot_notification(self, p: Payload) -> Payload:
+    async def boot_notification(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.2: identity in, registration status and heartbeat interval out."""
-        status = self.site.boot_status(self.station)
+        status = self.site.boot_status(station)
         identity = StationIdentity(
             vendor=p["chargePointVendor"],
             model=p["chargePointModel"],
@@ -78,24 +78,24 @@ class V16Inbound:
             serial=p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber", ""),
         )
         now = self.site.now()
-        await self.site.record(StationBooted(self.station, now, identity, status, p))
+        await self.site.record(StationBooted(station, now, identity, status, p))
         return {
             "status": status,
             "currentTime": iso_utc(now),
             "interval": self.site.heartbeat_interval,
         }
 
-    async def heartbeat(self, p: Payload) -> Payload:
+    async def heartbeat(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.6."""
-        self.site.touch(self.station)
+        self.site.touch(station)
         return {"currentTime": iso_utc(self.site.now())}
 
-    async def status_notification(self, p: Payload) -> Payload:
+    async def status_notification(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.9; connectorId 0 is the charge point as a whole."""
         ts = p.get("timestamp")
         await self.site.record(
             ConnectorStatusChanged(
-                self.station,
+                station,
                 self.site.now(),
                 connector=p["connectorId"],
                 status=p["status"],
@@ -106,17 +106,17 @@ class V16Inbound:
         )
         return {}
 
-    async def authorize(self, p: Payload) -> Payload:
+    async def authorize(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.1."""
-        entry = await self.site.authorize(self.station, p["idTag"])
+        entry = await self.site.authorize(station, p["idTag"])
         return {"idTagInfo": id_tag_info(entry)}
 
-    async def start_transaction(self, p: Payload) -> Payload:
+    async def start_transaction(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.8: the session id we allocate is the charger's transactionId."""
-        entry = await self.site.authorize(self.station, p["idTag"])
+        entry = await self.site.authorize(station, p["idTag"])
         rec = await self.site.record(
             TransactionStarted(
-                self.station,
+                station,
                 self.site.now(),
                 connector=p["connectorId"],
                 id_tag=p["idTag"],
@@ -128,12 +128,12 @@ class V16Inbound:
         assert rec.session_id is not None, "the store allocates 1.6 transaction ids"
         return {"transactionId": rec.session_id, "idTagInfo": id_tag_info(entry)}
 
-    async def stop_transaction(self, p: Payload) -> Payload:
+    async def stop_transaction(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.10; transactionData is kept for billing (§6.49)."""
         readings = readings_v16(p.get("transactionData", ()))
         await self.site.record(
             TransactionEnded(
-                self.station,
+                station,
                 self.site.now(),
                 stopped_at=parse_time(p["timestamp"]),
                 meter_stop_wh=float(p["meterStop"]),
@@ -146,16 +146,16 @@ class V16Inbound:
             )
         )
         if "idTag" in p:
-            entry = await self.site.authorize(self.station, p["idTag"])
+            entry = await self.site.authorize(station, p["idTag"])
             return {"idTagInfo": id_tag_info(entry)}
         return {}
 
-    async def meter_values(self, p: Payload) -> Payload:
+    async def meter_values(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.7."""
         readings = readings_v16(p["meterValue"])
         await self.site.record(
             MeterValuesReceived(
-                self.station,
+                station,
                 self.site.now(),
                 connector=p["connectorId"],
                 readings=readings,
@@ -165,12 +165,12 @@ class V16Inbound:
         )
         return {}
 
-    async def data_transfer(self, p: Payload) -> Payload:
+    async def data_transfer(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.3: journaled; no vendor extension is known to this central system."""
         await self.site.record(
-            StationNotified(self.station, self.site.now(), "data.transfer", "DataTransfer", p)
+            StationNotified(station, self.site.now(), "data.transfer", "DataTransfer", p)
         )
         return {"status": "UnknownVendorId"}
 
     def _notification(self, action: str) -> Handler:
-        return journal_only(self.site, self.station, NOTIFICATIONS[action], action)
+        return journal_only(self.site, NOTIFICATIONS[action], action)

@@ -47,10 +47,10 @@ def id_token_info(entry: AuthEntry) -> Payload:
 
 
 class V2Inbound:
-    """Handlers of the CALLs a 2.0.1 / 2.1 charging station sends to its CSMS."""
+    """Handlers of the CALLs a 2.0.1 / 2.1 charging station sends to its CSMS; one per
+    server and version, each handler takes the station id."""
 
-    def __init__(self, station_id: str, site: Site, version: OcppVersion) -> None:
-        self.station = station_id
+    def __init__(self, site: Site, version: OcppVersion) -> None:
         self.site = site
         self.version = version
 
@@ -73,7 +73,7 @@ class V2Inbound:
             table[action] = self._notification(action)
         return table
 
-    async def boot_notification(self, p: Payload) -> Payload:
+    async def boot_notification(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 B01-B03."""
         cs = p["chargingStation"]
         identity = StationIdentity(
@@ -82,25 +82,25 @@ class V2Inbound:
             firmware=cs.get("firmwareVersion", ""),
             serial=cs.get("serialNumber", ""),
         )
-        status = self.site.boot_status(self.station)
+        status = self.site.boot_status(station)
         now = self.site.now()
-        await self.site.record(StationBooted(self.station, now, identity, status, p))
+        await self.site.record(StationBooted(station, now, identity, status, p))
         return {
             "currentTime": iso_utc(now),
             "interval": self.site.heartbeat_interval,
             "status": status,
         }
 
-    async def heartbeat(self, p: Payload) -> Payload:
+    async def heartbeat(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 G02."""
-        self.site.touch(self.station)
+        self.site.touch(station)
         return {"currentTime": iso_utc(self.site.now())}
 
-    async def status_notification(self, p: Payload) -> Payload:
+    async def status_notification(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 G01: status per EVSE connector."""
         await self.site.record(
             ConnectorStatusChanged(
-                self.station,
+                station,
                 self.site.now(),
                 connector=p["evseId"],
                 status=p["connectorStatus"],
@@ -112,17 +112,17 @@ class V2Inbound:
         )
         return {}
 
-    async def authorize(self, p: Payload) -> Payload:
+    async def authorize(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 C01."""
-        return {"idTokenInfo": id_token_info(await self._authorize(p["idToken"]))}
+        return {"idTokenInfo": id_token_info(await self._authorize(station, p["idToken"]))}
 
-    async def _authorize(self, token: Payload) -> AuthEntry:
+    async def _authorize(self, station: str, token: Payload) -> AuthEntry:
         if token["type"] == "NoAuthorization":
             # C01: a token of type NoAuthorization carries no identifier to check.
             return AuthEntry(token["idToken"], AuthStatus.ACCEPTED)
-        return await self.site.authorize(self.station, token["idToken"])
+        return await self.site.authorize(station, token["idToken"])
 
-    async def transaction_event(self, p: Payload) -> Payload:
+    async def transaction_event(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 E01-E15: Started / Updated / Ended with seqNo and the offline flag."""
         now = self.site.now()
         info = p["transactionInfo"]
@@ -136,7 +136,7 @@ class V2Inbound:
         if event_type == "Started":
             await self.site.record(
                 TransactionStarted(
-                    self.station,
+                    station,
                     now,
                     connector=evse.get("id", 0),
                     id_tag=id_tag,
@@ -153,7 +153,7 @@ class V2Inbound:
         elif event_type == "Updated":
             await self.site.record(
                 TransactionUpdated(
-                    self.station,
+                    station,
                     now,
                     transaction_id=tx_id,
                     seq_no=p["seqNo"],
@@ -169,7 +169,7 @@ class V2Inbound:
         else:
             await self.site.record(
                 TransactionEnded(
-                    self.station,
+                    station,
                     now,
                     stopped_at=parse_time(p["timestamp"]),
                     meter_stop_wh=energy_import_wh(readings),
@@ -186,13 +186,13 @@ class V2Inbound:
             )
         if token is None:
             return {}
-        return {"idTokenInfo": id_token_info(await self._authorize(token))}
+        return {"idTokenInfo": id_token_info(await self._authorize(station, token))}
 
-    async def meter_values(self, p: Payload) -> Payload:
+    async def meter_values(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 J01: evseId 0 is the main meter."""
         await self.site.record(
             MeterValuesReceived(
-                self.station,
+                station,
                 self.site.now(),
                 connector=p["evseId"],
                 readings=readings_v2(p["meterValue"]),
@@ -201,29 +201,29 @@ class V2Inbound:
         )
         return {}
 
-    async def data_transfer(self, p: Payload) -> Payload:
+    async def data_transfer(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 P01/P02: journaled; no vendor extension is known here."""
         await self.site.record(
-            StationNotified(self.station, self.site.now(), "data.transfer", "DataTransfer", p)
+            StationNotified(station, self.site.now(), "data.transfer", "DataTransfer", p)
         )
         return {"status": "UnknownVendorId"}
 
-    async def notify_ev_charging_needs(self, p: Payload) -> Payload:
+    async def notify_ev_charging_needs(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 K15: journaled; this CSMS does not yet compute ISO 15118 schedules."""
         await self.site.record(
             StationNotified(
-                self.station, self.site.now(), "ev.charging_needs", "NotifyEVChargingNeeds", p
+                station, self.site.now(), "ev.charging_needs", "NotifyEVChargingNeeds", p
             )
         )
         # 2.1 has NoChargingProfile for "no profile will follow"; 2.0.1 only Rejected.
         status = "NoChargingProfile" if self.version is OcppVersion.V21 else "Rejected"
         return {"status": status}
 
-    async def notify_ev_charging_schedule(self, p: Payload) -> Payload:
+    async def notify_ev_charging_schedule(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 K17: the EV's schedule is kept."""
         await self.site.record(
             StationNotified(
-                self.station,
+                station,
                 self.site.now(),
                 "ev.charging_schedule",
                 "NotifyEVChargingSchedule",
@@ -232,13 +232,13 @@ class V2Inbound:
         )
         return {"status": "Accepted"}
 
-    async def get_15118_ev_certificate(self, p: Payload) -> Payload:
+    async def get_15118_ev_certificate(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 M02: no contract-certificate pool is configured, so Failed."""
         return {"status": "Failed", "exiResponse": ""}
 
-    async def get_certificate_status(self, p: Payload) -> Payload:
+    async def get_certificate_status(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 M06: no OCSP responder is configured, so Failed."""
         return {"status": "Failed"}
 
     def _notification(self, action: str) -> Handler:
-        return journal_only(self.site, self.station, NOTIFICATIONS[action], action)
+        return journal_only(self.site, NOTIFICATIONS[action], action)

@@ -136,6 +136,8 @@ class OcppServer:
         self.metrics = metrics
         self.connections: dict[str, Connection] = {}
         self._server: Server | None = None
+        # One handler table per version, shared by every connection.
+        self._tables = {v: self._table(v) for v in OcppVersion}
         self._closing: set[asyncio.Future[None]] = set()
 
     @property
@@ -148,12 +150,14 @@ class OcppServer:
         """Bind and listen."""
         s = self.settings
         extensions = (
-            # Small windows keep zlib state near 10 KB per connection instead of ~300 KB.
+            # OCPP frames are small JSON documents: a 512-byte window still finds the
+            # repeated keys, and keeps zlib near 10 KB per connection instead of ~300 KB
+            # with the defaults (RFC 7692 §7.1.2 window negotiation).
             [
                 ServerPerMessageDeflateFactory(
-                    server_max_window_bits=11,
-                    client_max_window_bits=11,
-                    compress_settings={"memLevel": 4},
+                    server_max_window_bits=9,
+                    client_max_window_bits=9,
+                    compress_settings={"memLevel": 1},
                 )
             ]
             if s.compression
@@ -264,24 +268,24 @@ class OcppServer:
                 return Subprotocol(version.subprotocol)
         return None
 
-    def _handlers(self, station: str, version: OcppVersion) -> dict[str, Handler]:
+    def _table(self, version: OcppVersion) -> dict[str, Handler]:
         table = (
-            V16Inbound(station, self.site).table()
+            V16Inbound(self.site).table()
             if version is OcppVersion.V16
-            else V2Inbound(station, self.site, version).table()
+            else V2Inbound(self.site, version).table()
         )
-        return {action: self._gated(station, action, h) for action, h in table.items()}
+        return {action: self._gated(action, h) for action, h in table.items()}
 
-    def _gated(self, station: str, action: str, handler: Handler) -> Handler:
+    def _gated(self, action: str, handler: Handler) -> Handler:
         if action == "BootNotification":
             return handler
 
-        async def gated(payload: dict[str, Any]) -> dict[str, Any]:
+        async def gated(station: str, payload: dict[str, Any]) -> dict[str, Any]:
             # OCPP 2.0.1 B02.FR.09 / B03: until its boot is accepted a station may only
             # send BootNotification; the same holds for 1.6 stations here.
             if self.site.boot_status(station) != "Accepted":
                 raise CallErrorReply("SecurityError", "BootNotification not accepted yet")
-            return await handler(payload)
+            return await handler(station, payload)
 
         return gated
 
@@ -301,7 +305,7 @@ class OcppServer:
             ws,
             station,
             version,
-            self._handlers(station, version),
+            self._tables[version],
             call_timeout=self.settings.call_timeout,
             metrics=self.metrics,
         )

@@ -37,12 +37,12 @@ class Site(Protocol):
 
 
 def journal_only(
-    site: Site, station_id: str, kind: str, action: str
-) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    site: Site, kind: str, action: str
+) -> Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]:
     """A handler for a notification that is journaled and answered with an empty payload."""
 
-    async def handle(p: dict[str, Any]) -> dict[str, Any]:
-        await site.record(StationNotified(station_id, site.now(), kind, action, p))
+    async def handle(station: str, p: dict[str, Any]) -> dict[str, Any]:
+        await site.record(StationNotified(station, site.now(), kind, action, p))
         return {}
 
     return handle
