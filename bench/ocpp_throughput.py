@@ -308,11 +308,8 @@ def report(r: dict[str, Any]) -> None:
 def update_results_md(key: str, title: str, body: str) -> None:
     """Replace (or add) this bench's section of bench/RESULTS.md, keeping the others."""
     path = HERE / "RESULTS.md"
-    text = (
-        path.read_text()
-        if path.exists()
-        else "# Benchmark results\n\nLatest figures of each bench script; regenerate with `make bench`.\n"
-    )
+    head = "# Benchmark results\n\nLatest figures of each bench script (`make bench`).\n"
+    text = path.read_text() if path.exists() else head
     start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     section = f"{start}\n## {title}\n\n{body}\n{end}"
     if start in text:
