@@ -183,3 +183,18 @@ async def test_local_list_and_cache(store: Store) -> None:
     assert await store.write(lambda c: auth.delete_tag(c, "T1"))
     assert not await store.write(lambda c: auth.delete_tag(c, "T1"))
     assert await store.read(auth.local_list_version) >= 3
+
+
+async def test_retention_prunes_old_journal_rows_but_keeps_sessions(store: Store) -> None:
+    from edge.store import retention
+
+    sid = (await store.record(start16())).session_id
+    await store.record(MeterValuesReceived("CP1", T0, 1, energy(1), {}, session_id=sid))
+    await store.record(StationConnected("CP1", OcppVersion.V16, T0))
+    with sqlite3.connect(store.path) as db:  # age the rows
+        db.execute("UPDATE meter_values SET received_at = '2020-01-01T00:00:00.000Z'")
+        db.execute("UPDATE events SET time = '2020-01-01T00:00:00.000Z'")
+    pruned = await store.write(lambda c: retention.prune(c, T0 - timedelta(days=90), T0))
+    assert pruned["meter_values"] == 1 and pruned["events"] == 1
+    assert await store.read(lambda c: queries.get_session(c, sid or 0)) is not None
+    assert len(outbox(store.path)) == 3, "undelivered records are not the journal's to prune"

@@ -8,6 +8,8 @@ import functools
 import os
 import signal
 import socket
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
@@ -24,12 +26,13 @@ from edge.service.commands import StationCommands
 from edge.service.site import SiteService, utc_now
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
-from edge.store import queries
+from edge.store import queries, retention
 from edge.store.writer import Store
 
 log = structlog.get_logger("edge.daemon")
 
 HOUSEKEEPING_S = 2.0
+PRUNE_EVERY_S = 6 * 3600.0
 
 
 def server_settings(config: Config) -> ServerSettings:
@@ -117,7 +120,11 @@ class Daemon:
     async def _housekeeping(self) -> None:
         assert self.store is not None and self.backend is not None
         store, backend = self.store, self.backend
+        next_prune = 0.0
         while True:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+                await self._prune(store)
             try:
                 backend.outbox = await store.read(
                     functools.partial(queries.outbox_stats, now=utc_now())
@@ -125,6 +132,17 @@ class Daemon:
             except Exception:
                 log.exception("housekeeping.failed")
             await asyncio.sleep(HOUSEKEEPING_S)
+
+    async def _prune(self, store: Store) -> None:
+        now = utc_now()
+        before = now - timedelta(days=self.config.store.retention_days)
+        try:
+            pruned = await store.write(lambda c: retention.prune(c, before, now))
+        except Exception:
+            log.exception("retention.failed")
+            return
+        if any(pruned.values()):
+            log.info("retention.pruned", before=before.isoformat(), **pruned)
 
     async def stop(self) -> None:
         """Stop accepting, close chargers' sockets, drain the store."""
