@@ -29,7 +29,7 @@ def edge(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProcess, Path, int]]:
     d = tmp_path_factory.mktemp("cli")
     config = d / "edge.toml"
-    ocpp, api = write_config(config, d / "edge.sqlite")
+    ocpp, api = write_config(config, d / "edge.sqlite", '\n[[stations]]\nid = "SIM01"\n')
     proc = DaemonProcess(config, api)
     proc.wait_ready()
     yield proc, config, ocpp
@@ -42,7 +42,7 @@ def test_status_and_stations_read_the_daemon(daemon: tuple[DaemonProcess, Path, 
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["site"] == "proc-site"
-    assert status["stations"] == {"known": 2, "connected": 0}
+    assert status["stations"] == {"known": 3, "connected": 0}
     assert set(status) >= {"version", "uptime_s", "sessions", "load", "uplink", "v2g"}
     table = edge("stations", "--config", str(config))
     assert table.returncode == 0 and "CP1" in table.stdout and "CP2" in table.stdout
@@ -121,3 +121,34 @@ def test_auth_list_management(daemon: tuple[DaemonProcess, Path, int]) -> None:
     assert edge("auth", "add", "CARD2", "--status", "Maybe", "--config", c).returncode == 2
     assert edge("auth", "remove", "CARD1", "--config", c).returncode == 0
     assert edge("auth", "remove", "CARD1", "--config", c).returncode == 1
+
+
+def test_interactive_simulator_drives_a_session(daemon: tuple[DaemonProcess, Path, int]) -> None:
+    _, config, ocpp = daemon
+    c = str(config)
+    url = f"ws://127.0.0.1:{ocpp}/ocpp"
+    out = edge(
+        "simulate",
+        "--stations",
+        "1",
+        "--ocpp",
+        "2.0.1",
+        "--url",
+        url,
+        "--interactive",
+        "--config",
+        c,
+        stdin="start 1 CARD7\nmeter 123456\nlist\nstop\nquit\n",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "SIM01: session started" in out.stdout and "SIM01: session stopped" in out.stdout
+    sessions = json.loads(edge("sessions", "--station", "SIM01", "--json", "--config", c).stdout)
+    assert sessions[0]["id_tag"] == "CARD7" and sessions[0]["status"] == "completed"
+
+
+def test_doctor_names_what_is_missing(daemon: tuple[DaemonProcess, Path, int]) -> None:
+    _, config, _ = daemon
+    out = edge("doctor", "--config", str(config))
+    assert out.returncode == 1
+    assert "✓ daemon ready" in out.stdout
+    assert "✗ station CP2: not connected; point it at ws://" in out.stdout

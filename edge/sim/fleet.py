@@ -60,6 +60,8 @@ async def _scripted(charger: SimCharger, rnd: random.Random, every_s: float) -> 
 
 async def _console(chargers: dict[str, SimCharger], stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
+    # Commands typed (or piped) before the stations are up would only fail.
+    await asyncio.gather(*(c.wait_connected(30) for c in chargers.values()), return_exceptions=True)
     _say(HELP)
     while not stop.is_set():
         line = await loop.run_in_executor(None, sys.stdin.readline)
