@@ -43,15 +43,14 @@ def _station_id(value: str) -> str:
     return value
 
 
-# The Basic auth password is the station's AuthorizationKey, at most 40 characters
-# (OCPP 1.6 Security Whitepaper A00.FR.205; 2.0.1 BasicAuthPassword maxLimit 40).
-_PASSWORD_RULE = (
-    "1 to 40 characters, as OCPP 1.6 Security Whitepaper AuthorizationKey; 16+ recommended"
-)
+# The Basic auth password is the station's AuthorizationKey: 16 to 40 characters
+# (OCPP 1.6 Security Whitepaper A00.FR.205/.304; 2.0.1 BasicAuthPassword, errata
+# 2023-12 §2.17.3: minimum 16, maximum 40).
+_PASSWORD_RULE = "16 to 40 characters (OCPP Security Whitepaper AuthorizationKey)"
 
 
 def _password(value: str) -> str:
-    if not 1 <= len(value) <= 40:
+    if not 16 <= len(value) <= 40:
         raise ValueError(f"must be {_PASSWORD_RULE} (got {len(value)} characters)")
     return value
 

@@ -158,11 +158,14 @@ def _security(profile: int, station: str = "", **ocpp: Path) -> str:
     return f'[ocpp]\nsecurity_profile = {profile}\n{files}[[stations]]\nid = "CP01"\n{station}'
 
 
-def test_security_profiles_1_and_2_need_a_password_of_1_to_40_characters(tmp_path: Path) -> None:
+def test_security_profiles_1_and_2_need_a_password_of_16_to_40_characters(tmp_path: Path) -> None:
     assert "security_profile = 1" in problems(_security(1))["stations[0].password"]
     too_long = problems(_security(1, f'password = "{"x" * 41}"\n'))["stations[0].password"]
-    assert "1 to 40 characters" in too_long and "AuthorizationKey" in too_long
-    assert parse_config(_security(1, 'password = "s3cret"\n')).stations[0].password == "s3cret"
+    assert "16 to 40 characters" in too_long and "AuthorizationKey" in too_long
+    too_short = problems(_security(1, 'password = "s3cret"\n'))["stations[0].password"]
+    assert "16 to 40 characters" in too_short
+    good = "s3cret-s3cret-s3cret"
+    assert parse_config(_security(1, f'password = "{good}"\n')).stations[0].password == good
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
     cert.touch()
     key.touch()
@@ -170,7 +173,8 @@ def test_security_profiles_1_and_2_need_a_password_of_1_to_40_characters(tmp_pat
 
 
 def test_tls_profiles_need_existing_certificate_files(tmp_path: Path) -> None:
-    assert set(problems(_security(2, 'password = "s3cret"\n'))) == {"ocpp.tls_cert", "ocpp.tls_key"}
+    pw = 'password = "s3cret-s3cret-s3cret"\n'
+    assert set(problems(_security(2, pw))) == {"ocpp.tls_cert", "ocpp.tls_key"}
     cert, key, ca = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
     cert.touch()
     key.touch()
