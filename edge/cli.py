@@ -384,7 +384,10 @@ def send(ctx: typer.Context, command: str, args: dict[str, Any]) -> dict[str, An
     if extra:
         typer.echo(json.dumps(extra, indent=2, ensure_ascii=False))
     if not result["accepted"]:
-        raise typer.Exit(EXIT_REJECTED)
+        fail(
+            f"{result['station']}: {result['action']} not accepted ({result['status']})",
+            EXIT_REJECTED,
+        )
     return result
 
 

@@ -84,6 +84,7 @@ def test_command_outcomes_have_distinct_exit_codes(
     assert results["accepted"].returncode == 0
     assert "Reset -> Accepted" in results["accepted"].stdout
     assert results["rejected"].returncode == 4
+    assert "Reset not accepted (Rejected)" in results["rejected"].stderr
     assert results["timeout"].returncode == 5 and "no answer" in results["timeout"].stderr
     bad = edge("station", "CP1", "availability", "1", "sideways", "--config", c)
     assert bad.returncode in (2, 3)
