@@ -490,6 +490,12 @@ def st_diagnostics(ctx: typer.Context, url: str = typer.Argument(...)) -> None:
     send(ctx, "diagnostics", {"url": url})
 
 
+@station_command(station_app, "local-list")
+def st_local_list(ctx: typer.Context) -> None:
+    """Send the gateway's local authorization list to the charger (SendLocalList, full)."""
+    send(ctx, "send_local_list", {})
+
+
 @station_command(station_app, "clear-cache")
 def st_clear_cache(ctx: typer.Context) -> None:
     """Clear the charger's authorization cache."""

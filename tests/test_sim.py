@@ -89,3 +89,24 @@ async def test_the_simulator_obeys_commands(site: RunningSite, station: str, ver
     finally:
         await charger.close()
         runner.cancel()
+
+
+async def test_the_gateway_local_list_is_pushed_to_a_charger(site: RunningSite) -> None:
+    charger = SimCharger(SimStation(id="CP201", version="2.0.1", meter_interval_s=3600), site.url)
+    runner = asyncio.create_task(charger.run())
+    try:
+        await charger.wait_connected()
+        async with aiohttp.ClientSession() as http:
+            for tag in ("CARD1", "CARD2"):
+                url = f"{site.api}/api/v1/auth/tags/{tag}"
+                async with http.put(url, json={"status": "Accepted"}) as resp:
+                    assert resp.status == 200
+        answer = await post(site, "CP201", "send_local_list", {})
+        assert answer["accepted"] and answer["action"] == "SendLocalList"
+        action, payload = charger.received[-1]
+        tokens = [e["idToken"]["idToken"] for e in payload["localAuthorizationList"]]
+        assert action == "SendLocalList" and tokens == ["CARD1", "CARD2"]
+        assert payload["updateType"] == "Full" and payload["versionNumber"] >= 2
+    finally:
+        await charger.close()
+        runner.cancel()

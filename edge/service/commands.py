@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.errors import BadCommand, StationNotConnected, UnknownStation
@@ -14,9 +15,15 @@ from edge.state.registry import ActiveSession, Registry
 class StationCommands:
     """The one place where CLI/API commands become OCPP CALLs."""
 
-    def __init__(self, server: OcppServer, registry: Registry) -> None:
+    def __init__(
+        self,
+        server: OcppServer,
+        registry: Registry,
+        local_list: Callable[[], Awaitable[tuple[int, list[dict[str, Any]]]]] | None = None,
+    ) -> None:
         self.server = server
         self.registry = registry
+        self.local_list = local_list
         self._request_ids = itertools.count(1)
 
     async def run(self, station_id: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +38,11 @@ class StationCommands:
                 f"unknown command {command!r}; allowed: {', '.join(commands.COMMANDS)}"
             )
         args = self._resolve(station_id, command, dict(args), version.is_v2)
+        if command == "send_local_list" and "tags" not in args and self.local_list is not None:
+            # The gateway's own list (config + `edge auth`), as a full update.
+            args["version"], args["tags"] = await self.local_list()
+            args["version"] = max(1, args["version"])
+            args.setdefault("full", True)
         out = commands.build(version, command, args, request_id=next(self._request_ids))
         response = await self.server.call(station_id, out.action, out.payload)
         accepted, status = commands.outcome(out.action, response)

@@ -11,6 +11,7 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -87,9 +88,8 @@ class Daemon:
         await self._sync_config_tags(store)
         await site.refresh_tag_count()
         self.server = OcppServer(server_settings(self.config), site, self.metrics)
-        self.backend = DaemonBackend(
-            site, StationCommands(self.server, self.registry), self.metrics
-        )
+        commands = StationCommands(self.server, self.registry, functools.partial(local_list, store))
+        self.backend = DaemonBackend(site, commands, self.metrics)
         app = create_app(self.backend, token=self.config.api.token)
         self.api_runner = runner = await start_api(app, self.config.api.listen)
         self.api_port = bound_port(runner)
@@ -158,6 +158,15 @@ class Daemon:
         if self.store is not None:
             await self.store.close()
         log.info("daemon.stopped")
+
+
+async def local_list(store: Store) -> tuple[int, list[dict[str, Any]]]:
+    """The version and entries of the gateway's local authorization list."""
+
+    def read(conn: Any) -> tuple[int, list[dict[str, Any]]]:
+        return auth_store.local_list_version(conn), auth_store.list_tags(conn)
+
+    return await store.read(read)
 
 
 def notify_systemd(state: str) -> None:
