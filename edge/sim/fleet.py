@@ -1,9 +1,10 @@
-"""Many simulated stations: scripted sessions for demos, or an interactive console."""
+"""Many simulated stations in one event loop: scripted sessions for demos, or a console."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from edge.sim.charger import CallFailed, SimCharger, SimStation
 
 HELP = (
     "commands: start [STATION] [CONNECTOR] [TAG] | stop [STATION] [CONNECTOR] | "
-    "status STATION CONNECTOR STATUS | meter STATION WH | heartbeat [STATION] | list | quit"
+    "status STATION CONNECTOR STATUS | meter STATION WH | heartbeat [STATION] | list | help | quit"
 )
 
 
@@ -20,58 +21,106 @@ def fleet_stations(
     stations: int, versions: Sequence[str], v2g: bool, prefix: str = "SIM"
 ) -> list[SimStation]:
     """SIM01, SIM02, ...: versions round-robin; with v2g the last one is bidirectional."""
-    out = []
-    for i in range(1, stations + 1):
-        bidi = v2g and i == stations
-        out.append(
-            SimStation(
-                id=f"{prefix}{i:02d}",
-                version=versions[(i - 1) % len(versions)],
-                v2g=bidi,
-                meter_interval_s=10.0,
-            )
+    return [
+        SimStation(
+            id=f"{prefix}{i:02d}",
+            version=versions[(i - 1) % len(versions)],
+            v2g=v2g and i == stations,
         )
-    return out
+        for i in range(1, stations + 1)
+    ]
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """One line per event on stdout."""
     print(line, flush=True)
 
 
+async def _online(charger: SimCharger) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await charger.wait_connected(timeout=60)
+            return
+
+
 async def _scripted(charger: SimCharger, rnd: random.Random, every_s: float) -> None:
-    """Plug in, charge for a while, stop, rest; forever."""
-    await charger.wait_connected(timeout=60)
-    await asyncio.sleep(rnd.uniform(0, every_s / 2))
+    """Plug in, charge (V2G stations also feed back for a while), stop, rest; forever."""
+    await _online(charger)
+    await asyncio.sleep(rnd.uniform(0, every_s / 2))  # stations do not all start at once
     while True:
         try:
             await charger.plug_in(1)
-            tx = await charger.start(1, f"TAG{rnd.randint(100, 999)}")
-            if tx is not None:
-                if charger.cfg.v2g:
-                    await asyncio.sleep(rnd.uniform(every_s / 2, every_s))
-                    charger.connectors[1].discharge_a = 10.0  # a V2G discharge phase
-                    charger._integrate(charger.connectors[1])
-                await asyncio.sleep(rnd.uniform(every_s, every_s * 3))
+            if await charger.start(1, f"TAG{rnd.randint(1000, 9999)}") is not None:
+                await _charge(charger, rnd, every_s)
                 await charger.stop(1, rnd.choice(["Local", "EVDisconnected"]))
         except CallFailed:
-            await charger.wait_connected(timeout=120)
+            await _online(charger)
         await asyncio.sleep(rnd.uniform(every_s / 2, every_s))
 
 
-async def _console(chargers: dict[str, SimCharger], stop: asyncio.Event) -> None:
+async def _charge(charger: SimCharger, rnd: random.Random, every_s: float) -> None:
+    duration = rnd.uniform(every_s, every_s * 3)
+    if not charger.cfg.v2g or rnd.random() < 0.3:
+        await asyncio.sleep(duration)
+        return
+    await asyncio.sleep(duration / 3)
+    amps = round(rnd.uniform(6, 16), 1)
+    await charger.discharge(1, amps)
+    say(f"{charger.cfg.id}: discharging {amps} A per phase")
+    await asyncio.sleep(duration / 3)
+    await charger.discharge(1, 0)
+    say(f"{charger.cfg.id}: discharge ended")
+    await asyncio.sleep(duration / 3)
+
+
+def _read_stdin(queue: asyncio.Queue[str | None]) -> None:
+    """Feed stdin lines to `queue` (None at the end) without blocking the loop."""
     loop = asyncio.get_running_loop()
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        queue.put_nowait(None)
+        return
+    pending = bytearray()
+
+    def readable() -> None:
+        chunk = os.read(fd, 4096)
+        pending.extend(chunk)
+        *lines, rest = pending.split(b"\n")
+        pending[:] = rest
+        for line in lines:
+            queue.put_nowait(line.decode(errors="replace"))
+        if not chunk:
+            loop.remove_reader(fd)
+            if pending:
+                queue.put_nowait(pending.decode(errors="replace"))
+            queue.put_nowait(None)
+
+    try:
+        # Watching the descriptor keeps it blocking, so stdout on the same tty is unaffected.
+        loop.add_reader(fd, readable)
+    except (PermissionError, OSError, ValueError, NotImplementedError):
+        # A regular file cannot be watched (epoll refuses it) but never blocks either.
+        for line in sys.stdin.read().splitlines():
+            queue.put_nowait(line)
+        queue.put_nowait(None)
+
+
+async def _console(chargers: dict[str, SimCharger], stop: asyncio.Event) -> None:
     # Commands typed (or piped) before the stations are up would only fail.
     await asyncio.gather(*(c.wait_connected(30) for c in chargers.values()), return_exceptions=True)
-    _say(HELP)
+    say(HELP)
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    _read_stdin(queue)
     while not stop.is_set():
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            stop.set()
-            return
+        line = await queue.get()
+        if line is None:
+            break
         try:
             await _command(line.split(), chargers, stop)
         except (CallFailed, KeyError, ValueError, IndexError) as exc:
-            _say(f"error: {exc}")
+            say(f"error: {exc}")
+    stop.set()
 
 
 def _pick(words: list[str], chargers: dict[str, SimCharger]) -> tuple[SimCharger, list[str]]:
@@ -82,37 +131,54 @@ def _pick(words: list[str], chargers: dict[str, SimCharger]) -> tuple[SimCharger
     raise KeyError(f"name a station: {', '.join(chargers)}")
 
 
+def _listing(chargers: dict[str, SimCharger]) -> None:
+    for c in chargers.values():
+        conns = " ".join(
+            f"{k}:{v.status}/{c.draw_a(k):.1f}A/{v.energy_wh / 1000:.1f}kWh"
+            for k, v in c.connectors.items()
+        )
+        say(f"{c.cfg.id} OCPP {c.cfg.version} {'up' if c.connected else 'down'} {conns}")
+
+
 async def _command(words: list[str], chargers: dict[str, SimCharger], stop: asyncio.Event) -> None:
+    """Run one console command."""
     if not words:
         return
     verb, rest = words[0].lower(), words[1:]
     if verb in ("quit", "exit"):
         stop.set()
     elif verb == "help":
-        _say(HELP)
+        say(HELP)
     elif verb == "list":
-        for c in chargers.values():
-            conns = " ".join(f"{k}:{v.status}/{c.draw_a(k):.1f}A" for k, v in c.connectors.items())
-            _say(f"{c.cfg.id} OCPP {c.cfg.version} {'up' if c.connected else 'down'} {conns}")
-    elif verb == "start":
+        _listing(chargers)
+    elif verb in ("start", "stop", "status", "meter", "heartbeat"):
         charger, args = _pick(rest, chargers)
+        await _station_command(verb, charger, args)
+    else:
+        say(f"unknown command {verb!r}; {HELP}")
+
+
+async def _station_command(verb: str, charger: SimCharger, args: list[str]) -> None:
+    name = charger.cfg.id
+    if verb == "start":
         connector = int(args[0]) if args else 1
         await charger.plug_in(connector)
-        await charger.start(connector, args[1] if len(args) > 1 else "SIMTAG")
+        if await charger.start(connector, args[1] if len(args) > 1 else "SIMTAG") is None:
+            say(f"{name}: session refused on connector {connector}")
     elif verb == "stop":
-        charger, args = _pick(rest, chargers)
-        await charger.stop(int(args[0]) if args else 1)
+        connector = int(args[0]) if args else 1
+        if charger.connectors[connector].transaction is None:
+            say(f"{name}: no session on connector {connector}")
+        await charger.stop(connector)
     elif verb == "status":
-        charger, args = _pick(rest, chargers)
         await charger.set_status(int(args[0]), args[1])
+        say(f"{name}: connector {args[0]} status {args[1]}")
     elif verb == "meter":
-        charger, args = _pick(rest, chargers)
         await charger.send_meter(1, float(args[0]))
-    elif verb == "heartbeat":
-        charger, _ = _pick(rest, chargers)
-        await charger.heartbeat()
+        say(f"{name}: meter {charger.connectors[1].energy_wh:.0f} Wh sent")
     else:
-        _say(f"unknown command {verb!r}; {HELP}")
+        await charger.heartbeat()
+        say(f"{name}: heartbeat")
 
 
 async def run_fleet(
@@ -134,7 +200,7 @@ async def run_fleet(
     chargers = {}
     for cfg in fleet_stations(stations, versions, v2g, prefix):
         cfg.password = password
-        chargers[cfg.id] = SimCharger(cfg, url, say=_say, seed=seed)
+        chargers[cfg.id] = SimCharger(cfg, url, say=say, seed=seed)
     tasks = [asyncio.create_task(c.run()) for c in chargers.values()]
     if interactive:
         tasks.append(asyncio.create_task(_console(chargers, stop)))
@@ -146,10 +212,7 @@ async def run_fleet(
     try:
         await stop.wait()
     finally:
-        for c in chargers.values():
-            await c.close()
+        await asyncio.gather(*(c.close() for c in chargers.values()), return_exceptions=True)
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await asyncio.gather(*tasks, return_exceptions=True)
