@@ -37,7 +37,8 @@ class Session:
         end = self.meter_stop_wh if self.meter_stop_wh is not None else self.last_meter_wh
         if self.meter_start_wh is None or end is None:
             return None
-        return max(0.0, end - self.meter_start_wh)
+        # Registers are floats: drop the binary noise of the subtraction (mWh precision).
+        return round(max(0.0, end - self.meter_start_wh), 3)
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md §4.6 session shape (fields may be added, never renamed)."""
