@@ -533,7 +533,8 @@ class SimCharger:
             wait = float(self._boot_interval or 10)
             try:
                 # A BootNotification triggered while Pending may be accepted meanwhile.
-                await asyncio.wait_for(self._accepted.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._accepted.wait()
                 return
             except TimeoutError:
                 continue
@@ -594,7 +595,8 @@ class SimCharger:
 
     async def wait_connected(self, timeout: float = 5) -> None:
         """Until booted, accepted and statuses sent."""
-        await asyncio.wait_for(self._up.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._up.wait()
 
     async def close(self) -> None:
         """Disconnect for good."""

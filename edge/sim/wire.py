@@ -50,8 +50,11 @@ class Link:
             fut: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
             self._waiting = (uid, fut)
             try:
-                await self.ws.send(orjson.dumps([CALL, uid, action, payload]).decode())
-                return await asyncio.wait_for(fut, timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives together with the result.
+                async with asyncio.timeout(timeout):
+                    await self.ws.send(orjson.dumps([CALL, uid, action, payload]).decode())
+                    return await fut
             except TimeoutError:
                 raise CallFailed(f"{action}: no answer within {timeout:g} s") from None
             except ConnectionClosed:
