@@ -602,9 +602,9 @@ def check21(name: str, payload: Payload) -> None:
     jsonschema.validators.validator_for(schema)(schema).validate(payload)
 
 
-def answer21(action: str) -> Payload:
+def answer21(action: str, boot: str = "Accepted") -> Payload:
     answers: dict[str, Payload] = {
-        "BootNotification": {"currentTime": now_text(), "interval": 300, "status": "Accepted"},
+        "BootNotification": {"currentTime": now_text(), "interval": 300, "status": boot},
         "Heartbeat": {"currentTime": now_text()},
         "Authorize": {"idTokenInfo": {"status": "Accepted"}},
     }
@@ -617,6 +617,7 @@ class RawCsms21:
     def __init__(self) -> None:
         self.traffic = Traffic()
         self.hold: set[str] = set()
+        self.boot_answers = ["Accepted"]  # the last one repeats
         self.held: dict[str, str] = {}  # action -> message id
         self.results: dict[str, asyncio.Future[list[Any]]] = {}
         self.ws: ServerConnection | None = None
@@ -641,7 +642,8 @@ class RawCsms21:
 
     async def answer(self, uid: str, action: str) -> None:
         assert self.ws is not None
-        payload = answer21(action)
+        boot = self.boot_answers.pop(0) if len(self.boot_answers) > 1 else self.boot_answers[0]
+        payload = answer21(action, boot)
         check21(f"{action}Response", payload)
         await self.ws.send(json.dumps([3, uid, payload]))
 
@@ -744,6 +746,27 @@ async def test_2_1_commands_are_answered_while_the_chargers_call_waits(csms21: R
         actions = [a for a, _ in traffic.of(cfg.id)]
         after = actions[actions.index("Authorize") + 1 :]
         assert after[:2] == ["Heartbeat", "TransactionEvent"], "queued CALLs go out in order"
+
+
+async def test_a_pending_station_is_accepted_by_a_triggered_boot(csms21: RawCsms21) -> None:
+    # OCPP 2.0.1 B02: while Pending the station waits `interval` (300 s here) before booting
+    # again, answers the CSMS meanwhile, and a triggered BootNotification can accept it.
+    csms21.boot_answers = ["Pending", "Accepted"]
+    charger = SimCharger(station("2.1"), f"ws://127.0.0.1:{csms21.port}")
+    runner = asyncio.create_task(charger.run())
+    try:
+        traffic = csms21.traffic
+        await traffic.until(lambda: bool(traffic.of(charger.cfg.id, "BootNotification")))
+        assert not charger.connected
+        trigger = {"requestedMessage": "BootNotification"}
+        assert (await csms21.call("TriggerMessage", trigger))[2] == {"status": "Accepted"}
+        await charger.wait_connected(timeout=2)
+        boots = [p["reason"] for _, p in traffic.of(charger.cfg.id, "BootNotification")]
+        assert boots == ["PowerUp", "Triggered"] and charger.boot_status == "Accepted"
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
 
 
 # -- pure parts ---------------------------------------------------------------------------

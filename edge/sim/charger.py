@@ -33,47 +33,18 @@ MIN_V2G_SOC = 20.0  # the car keeps this much for driving
 MAX_STACK_LEVEL = 8
 STEP_S = 0.05  # pause between the steps of a simulated firmware update or upload
 
-V16_ACTIONS = frozenset(
+# Commands of one version only; every `_on_<Action>` handler serves the others for both.
+V16_ONLY = frozenset(
     {
         "RemoteStartTransaction",
         "RemoteStopTransaction",
-        "Reset",
-        "UnlockConnector",
-        "ChangeAvailability",
-        "TriggerMessage",
         "GetConfiguration",
         "ChangeConfiguration",
-        "ClearCache",
-        "SendLocalList",
-        "GetLocalListVersion",
-        "UpdateFirmware",
         "GetDiagnostics",
-        "SetChargingProfile",
-        "ClearChargingProfile",
-        "GetCompositeSchedule",
-        "DataTransfer",
     }
 )
-V2_ACTIONS = frozenset(
-    {
-        "RequestStartTransaction",
-        "RequestStopTransaction",
-        "Reset",
-        "UnlockConnector",
-        "ChangeAvailability",
-        "TriggerMessage",
-        "GetVariables",
-        "SetVariables",
-        "ClearCache",
-        "SendLocalList",
-        "GetLocalListVersion",
-        "UpdateFirmware",
-        "GetLog",
-        "SetChargingProfile",
-        "ClearChargingProfile",
-        "GetCompositeSchedule",
-        "DataTransfer",
-    }
+V2_ONLY = frozenset(
+    {"RequestStartTransaction", "RequestStopTransaction", "GetVariables", "SetVariables", "GetLog"}
 )
 # 1.6 connector states that 2.x folds into Occupied (OCPP 2.0.1 ConnectorStatusEnumType).
 OCCUPIED = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing"})
@@ -460,13 +431,14 @@ class SimCharger:
                     open_timeout=10,
                     compression=None,  # keeps a thousand stations small; chargers rarely deflate
                 ) as ws:
-                    failures = 0
                     await self._online(ws)
             except InvalidStatus as exc:
                 self.say(f"{self.cfg.id}: refused (HTTP {exc.response.status_code})")
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, CallFailed):
                 pass
             finally:
+                if self.connected:  # back off again only after a connection that worked
+                    failures = 0
                 self._offline()
             if self._closing:
                 return
@@ -669,6 +641,9 @@ class SimCharger:
         c = self.connectors[connector]
         if c.transaction is not None:
             return c.transaction
+        if not c.operative:
+            self.say(f"{self.cfg.id}: connector {connector} is unavailable")
+            return None
         if not c.plugged:
             await self.plug_in(connector)
         remote = remote or remote_start_id is not None
@@ -879,9 +854,10 @@ class SimCharger:
     def _respond(self, action: str, payload: Payload) -> Answer | None:
         """Answer a CSMS CALL; None means CALLERROR NotImplemented (OCPP-J 1.6 §4.2.3)."""
         self.received.append((action, payload))
-        if action not in (V2_ACTIONS if self.v2 else V16_ACTIONS):
+        self.say(f"{self.cfg.id}: {action} from the central system")
+        handler: Callable[[Payload], Answer] | None = getattr(self, f"_on_{action}", None)
+        if handler is None or action in (V16_ONLY if self.v2 else V2_ONLY):
             return None
-        handler: Callable[[Payload], Answer] = getattr(self, f"_on_{action}")
         return handler(payload)
 
     def _free_connector(self, wanted: int | None) -> Connector | None:
