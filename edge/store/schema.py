@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+
+from edge.errors import EdgeError
 
 # One script per version; never edit a released one, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -60,27 +63,42 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class SchemaError(Exception):
+class SchemaError(EdgeError):
     """The database file is of a schema this version does not know."""
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> int:
+def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Bring the schema to the newest version; returns the number of scripts applied."""
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if current > len(MIGRATIONS):
+    if current > len(migrations):
         raise SchemaError(
             f"{path}: schema version {current} is newer than this edge knows "
-            f"({len(MIGRATIONS)}); upgrade edge or restore a matching backup"
+            f"({len(migrations)}); upgrade edge or restore a matching backup"
         )
-    for version in range(current, len(MIGRATIONS)):
+    for version in range(current, len(migrations)):
+        # Each script and its version number commit together, so a crash halfway through
+        # leaves the file at the previous version and the script is run again in full.
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _statements(MIGRATIONS[version]):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {version + 1}")
-        conn.execute("COMMIT")
-    return len(MIGRATIONS) - current
+        try:
+            for statement in statements(migrations[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(migrations) - current
 
 
-def _statements(script: str) -> list[str]:
-    # executescript() would commit on its own; run statement by statement inside our BEGIN.
-    return [s.strip() for s in script.split(";") if s.strip()]
+def statements(script: str) -> list[str]:
+    """Split a script into complete SQL statements (semicolons in strings stay)."""
+    # executescript() would commit on its own; we run statement by statement inside BEGIN.
+    done: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                done.append(pending.strip())
+            pending = ""
+    return done
