@@ -1,7 +1,8 @@
 """The journal: each domain event becomes rows, plus one outbox record for the cloud.
 
 Runs in the writer thread only, inside the writer's transaction (DESIGN.md §2: the
-outbox row commits with the journal row, or neither does).
+outbox record commits with the journal rows, or neither does). Every event that is not
+a duplicate enqueues exactly one outbox record; the writer's row counter relies on it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,54 @@ log = structlog.get_logger("edge.store")
 iso_utc = functools.lru_cache(maxsize=4096)(_iso_utc)
 
 ENERGY_IMPORT = "Energy.Active.Import.Register"
+# Intermediate values: the cap on the outbox may drop these, never anything else (DESIGN.md §2).
 DROPPABLE = frozenset({"meter.values", "transaction.updated"})
+
+Json = dict[str, Any]
+
+
+class JournalConnection(sqlite3.Connection):
+    """The writer's connection: it also remembers each station's next outbox seq.
+
+    Saves a SELECT per record. The cache is only right while nobody else changes
+    `outbox_seq` and every rollback is followed by `forget_counters()`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox_next: dict[str, int] = {}
+
+
+def forget_counters(conn: sqlite3.Connection) -> None:
+    """After a rollback: the cached outbox seqs may be ahead of the database."""
+    if isinstance(conn, JournalConnection):
+        conn.outbox_next.clear()
+
+
+def record(conn: sqlite3.Connection, event: Event, now: datetime) -> Recorded:
+    """Journal one event and enqueue it for the cloud; the caller owns the transaction."""
+    match event:
+        case StationConnected():
+            return _connected(conn, event, now)
+        case StationDisconnected():
+            return _disconnected(conn, event, now)
+        case StationBooted():
+            return _booted(conn, event, now)
+        case ConnectorStatusChanged():
+            return _status_changed(conn, event, now)
+        case TransactionStarted() if event.transaction_id is None:
+            return _started_v16(conn, event, now)
+        case TransactionStarted():
+            return _started_v2(conn, event, now)
+        case TransactionUpdated():
+            return _updated(conn, event, now)
+        case TransactionEnded():
+            return _ended(conn, event, now)
+        case MeterValuesReceived():
+            return _meter_values(conn, event, now)
+        case StationNotified():
+            return _notified(conn, event, now)
+    raise TypeError(f"not an event: {event!r}")
 
 
 def last_energy_wh(readings: tuple[MeterReading, ...]) -> float | None:
@@ -52,7 +100,7 @@ def last_energy_wh(readings: tuple[MeterReading, ...]) -> float | None:
     return found
 
 
-def readings_json(readings: tuple[MeterReading, ...]) -> list[dict[str, Any]]:
+def readings_json(readings: tuple[MeterReading, ...]) -> list[Json]:
     """Readings as plain JSON (sign convention and units as received)."""
     return [
         {
@@ -77,449 +125,562 @@ def readings_json(readings: tuple[MeterReading, ...]) -> list[dict[str, Any]]:
     ]
 
 
-class Journal:
-    """Writes events; keeps the per-station outbox counters (cached, reloaded on rollback)."""
+# -- stations -------------------------------------------------------------------------
 
-    def __init__(self, conn: sqlite3.Connection, outbox_max_rows: int) -> None:
-        self.conn = conn
-        self.outbox_max_rows = outbox_max_rows
-        self._seq: dict[str, int] = {}
-        self._rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
-    def forget_pending(self) -> None:
-        """A rollback happened: counters may be ahead of the database; reload lazily."""
-        self._seq.clear()
-        self._rows = self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+def _connected(conn: sqlite3.Connection, event: StationConnected, now: datetime) -> Recorded:
+    conn.execute(
+        "INSERT INTO stations (id, ocpp_version, connected, last_seen) VALUES (?, ?, 1, ?)"
+        " ON CONFLICT (id) DO UPDATE SET ocpp_version = excluded.ocpp_version,"
+        " connected = 1, last_seen = excluded.last_seen",
+        (event.station, event.ocpp_version.value, iso_utc(event.at)),
+    )
+    data = {"ocpp_version": event.ocpp_version.value, "remote": event.remote}
+    _event_row(conn, event.station, "station.connected", event.at, data)
+    _enqueue(conn, event.station, "station.connected", event.at, data, now)
+    return Recorded()
 
-    def committed(self) -> None:
-        """After a commit: thin the outbox when it grew past its cap."""
-        if self._rows > self.outbox_max_rows:
-            self._thin()
 
-    def record(self, event: Event, now: datetime) -> Recorded:
-        """Journal one event; returns what the caller needs (session id, duplicate)."""
-        try:
-            return self._record(event, now)
-        except Exception:
-            self.forget_pending()
-            raise
+def _disconnected(conn: sqlite3.Connection, event: StationDisconnected, now: datetime) -> Recorded:
+    conn.execute(
+        "INSERT INTO stations (id, connected, last_seen) VALUES (?, 0, ?)"
+        " ON CONFLICT (id) DO UPDATE SET connected = 0, last_seen = excluded.last_seen",
+        (event.station, iso_utc(event.at)),
+    )
+    data = {"reason": event.reason}
+    _event_row(conn, event.station, "station.disconnected", event.at, data)
+    _enqueue(conn, event.station, "station.disconnected", event.at, data, now)
+    return Recorded()
 
-    def _record(self, event: Event, now: datetime) -> Recorded:
-        match event:
-            case StationConnected() | StationDisconnected():
-                return self._connection(event, now)
-            case StationBooted():
-                return self._boot(event, now)
-            case ConnectorStatusChanged():
-                return self._status(event, now)
-            case TransactionStarted():
-                return self._started(event, now)
-            case TransactionUpdated():
-                return self._updated(event, now)
-            case TransactionEnded():
-                return self._ended(event, now)
-            case MeterValuesReceived():
-                return self._meter_values(event, now)
-            case StationNotified():
-                self._event_row(event.station, event.kind, event.at, event.raw)
-                self._enqueue(
-                    event.station, event.kind, event.at, {"action": event.action, "raw": event.raw}
-                )
-                return Recorded()
-        raise TypeError(f"not an event: {event!r}")
 
-    # -- stations -------------------------------------------------------------------
+def _booted(conn: sqlite3.Connection, event: StationBooted, now: datetime) -> Recorded:
+    i = event.identity
+    at = iso_utc(event.at)
+    conn.execute(
+        "INSERT INTO stations (id, vendor, model, firmware, serial, last_seen, last_boot,"
+        " boot_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        " vendor = excluded.vendor, model = excluded.model, firmware = excluded.firmware,"
+        " serial = excluded.serial, last_seen = excluded.last_seen,"
+        " last_boot = excluded.last_boot, boot_status = excluded.boot_status",
+        (event.station, i.vendor, i.model, i.firmware, i.serial, at, at, event.status),
+    )
+    data = {
+        "vendor": i.vendor,
+        "model": i.model,
+        "firmware": i.firmware,
+        "serial": i.serial,
+        "status": event.status,
+        "raw": event.raw,
+    }
+    _event_row(conn, event.station, "station.boot", event.at, data)
+    _enqueue(conn, event.station, "station.boot", event.at, data, now)
+    return Recorded()
 
-    def _connection(self, event: StationConnected | StationDisconnected, now: datetime) -> Recorded:
-        at = iso_utc(event.at)
-        if isinstance(event, StationConnected):
-            self.conn.execute(
-                "INSERT INTO stations (id, ocpp_version, connected, last_seen) VALUES (?, ?, 1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET ocpp_version = excluded.ocpp_version,"
-                " connected = 1, last_seen = excluded.last_seen",
-                (event.station, event.ocpp_version.value, at),
-            )
-            kind, data = (
-                "station.connected",
-                {"ocpp_version": event.ocpp_version.value, "remote": event.remote},
-            )
-        else:
-            self.conn.execute(
-                "UPDATE stations SET connected = 0, last_seen = ? WHERE id = ?", (at, event.station)
-            )
-            kind, data = "station.disconnected", {"reason": event.reason}
-        self._event_row(event.station, kind, event.at, data)
-        self._enqueue(event.station, kind, event.at, data)
-        return Recorded()
 
-    def _boot(self, event: StationBooted, now: datetime) -> Recorded:
-        i = event.identity
-        at = iso_utc(event.at)
-        self.conn.execute(
-            "INSERT INTO stations (id, vendor, model, firmware, serial, last_seen, last_boot,"
-            " boot_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-            " vendor = excluded.vendor, model = excluded.model, firmware = excluded.firmware,"
-            " serial = excluded.serial, last_seen = excluded.last_seen,"
-            " last_boot = excluded.last_boot, boot_status = excluded.boot_status",
-            (event.station, i.vendor, i.model, i.firmware, i.serial, at, at, event.status),
-        )
-        data = {
-            "vendor": i.vendor,
-            "model": i.model,
-            "firmware": i.firmware,
-            "serial": i.serial,
-            "status": event.status,
-            "raw": event.raw,
-        }
-        self._event_row(event.station, "station.boot", event.at, data)
-        self._enqueue(event.station, "station.boot", event.at, data)
-        return Recorded()
-
-    def _status(self, event: ConnectorStatusChanged, now: datetime) -> Recorded:
-        when = iso_utc(event.timestamp or event.at)
-        self.conn.execute(
-            "INSERT INTO connectors (station, connector, status, error_code, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (station, connector) DO UPDATE SET"
-            " status = excluded.status, error_code = excluded.error_code,"
-            " updated_at = excluded.updated_at",
-            (event.station, event.connector, event.status, event.error_code, when),
-        )
-        self._enqueue(
+def _status_changed(
+    conn: sqlite3.Connection, event: ConnectorStatusChanged, now: datetime
+) -> Recorded:
+    conn.execute(
+        "INSERT INTO connectors (station, connector, status, error_code, updated_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (station, connector) DO UPDATE SET"
+        " status = excluded.status, error_code = excluded.error_code,"
+        " updated_at = excluded.updated_at",
+        (
             event.station,
-            "station.status",
-            event.at,
-            {
-                "connector": event.connector,
-                "connector_id": event.connector_id,
-                "status": event.status,
-                "error_code": event.error_code,
-                "raw": event.raw,
-            },
-        )
-        return Recorded()
+            event.connector,
+            event.status,
+            event.error_code,
+            iso_utc(event.timestamp or event.at),
+        ),
+    )
+    data = {
+        "connector": event.connector,
+        "connector_id": event.connector_id,
+        "status": event.status,
+        "error_code": event.error_code,
+        "timestamp": iso_utc(event.timestamp) if event.timestamp else None,
+        "raw": event.raw,
+    }
+    _enqueue(conn, event.station, "station.status", event.at, data, now)
+    return Recorded()
 
-    # -- sessions -------------------------------------------------------------------
 
-    def _started(self, event: TransactionStarted, now: datetime) -> Recorded:
-        started = iso_utc(event.started_at)
-        stamp = iso_utc(now)
-        if event.transaction_id is None:
-            # OCPP 1.6: a StartTransaction re-sent after a lost reply must get the same id.
-            row = self.conn.execute(
-                "SELECT id FROM sessions WHERE station = ? AND connector = ? AND started_at = ?"
-                " AND id_tag IS ? AND meter_start_wh IS ? AND transaction_id IS NULL",
-                (event.station, event.connector, started, event.id_tag, event.meter_start_wh),
-            ).fetchone()
-            if row is not None:
-                return Recorded(session_id=row[0], duplicate=True)
-            cur = self.conn.execute(
-                "INSERT INTO sessions (station, connector, id_tag, started_at, meter_start_wh,"
-                " status, offline, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?)",
-                (
-                    event.station,
-                    event.connector,
-                    event.id_tag,
-                    started,
-                    event.meter_start_wh,
-                    int(event.offline),
-                    stamp,
-                    stamp,
-                ),
-            )
-            session_id = int(cur.lastrowid or 0)
-        else:
-            session_id, seq_last, gaps = self._tx_session(
-                event.station, event.transaction_id, event.connector, event.started_at, now
-            )
-            if event.seq_no is not None:
-                seq_last, gaps = track_seq(seq_last, gaps, event.seq_no)
-            self.conn.execute(
-                "UPDATE sessions SET connector = ?, id_tag = coalesce(?, id_tag), started_at = ?,"
-                " meter_start_wh = coalesce(?, meter_start_wh), offline = max(offline, ?),"
-                " seq_last = ?, seq_gaps = ?, updated_at = ? WHERE id = ?",
-                (
-                    event.connector,
-                    event.id_tag,
-                    started,
-                    event.meter_start_wh,
-                    int(event.offline),
-                    seq_last,
-                    orjson.dumps(gaps).decode(),
-                    stamp,
-                    session_id,
-                ),
-            )
-        self._enqueue(
+def _notified(conn: sqlite3.Connection, event: StationNotified, now: datetime) -> Recorded:
+    data = {"action": event.action, "raw": event.raw}
+    _event_row(conn, event.station, event.kind, event.at, data)
+    _enqueue(conn, event.station, event.kind, event.at, data, now)
+    return Recorded()
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+def _started_v16(conn: sqlite3.Connection, event: TransactionStarted, now: datetime) -> Recorded:
+    started = iso_utc(event.started_at)
+    # OCPP 1.6 §4.8: a StartTransaction re-sent after a lost reply must get the same id.
+    row = conn.execute(
+        "SELECT id FROM sessions WHERE station = ? AND connector = ? AND started_at = ?"
+        " AND id_tag IS ? AND meter_start_wh IS ? AND transaction_id IS NULL",
+        (event.station, event.connector, started, event.id_tag, event.meter_start_wh),
+    ).fetchone()
+    if row is not None:
+        return Recorded(session_id=row[0], duplicate=True)
+    stamp = iso_utc(now)
+    cur = conn.execute(
+        "INSERT INTO sessions (station, connector, id_tag, started_at, meter_start_wh,"
+        " status, offline, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+        (
             event.station,
-            "transaction.started",
-            event.at,
-            {
-                "session_id": session_id,
-                "connector": event.connector,
-                "id_tag": event.id_tag,
-                "transaction_id": event.transaction_id,
-                "started_at": started,
-                "meter_start_wh": event.meter_start_wh,
-                "offline": event.offline,
-                "seq_no": event.seq_no,
-                "raw": event.raw,
-            },
-            session_id=session_id,
-        )
-        return Recorded(session_id=session_id)
+            event.connector,
+            event.id_tag,
+            started,
+            event.meter_start_wh,
+            int(event.offline),
+            stamp,
+            stamp,
+        ),
+    )
+    session_id = int(cur.lastrowid or 0)
+    _enqueue_started(conn, event, session_id, now)
+    return Recorded(session_id=session_id)
 
-    def _tx_session(
-        self, station: str, tx_id: str, connector: int | None, at: datetime, now: datetime
-    ) -> tuple[int, int | None, tuple[int, ...]]:
-        """The session of a 2.x transaction id, created if this is the first we hear of it."""
-        row = self.conn.execute(
-            "SELECT id, seq_last, seq_gaps FROM sessions WHERE station = ? AND transaction_id = ?",
-            (station, tx_id),
+
+def _started_v2(conn: sqlite3.Connection, event: TransactionStarted, now: datetime) -> Recorded:
+    assert event.transaction_id is not None
+    tx = _tx_session(conn, event.station, event.transaction_id, event.connector, event.at, now)
+    seq_last, gaps = tx.seq_last, tx.gaps
+    connector = event.connector or tx.connector
+    if event.seq_no is not None:
+        seq_last, gaps = track_seq(seq_last, gaps, event.seq_no)
+    # An Updated or Ended may have created the row (OCPP 2.0.1 E01: events can arrive
+    # out of order after an outage); the start fields fill it in, the status stays.
+    conn.execute(
+        "UPDATE sessions SET connector = ?, id_tag = coalesce(?, id_tag), started_at = ?,"
+        " meter_start_wh = coalesce(?, meter_start_wh),"
+        " last_meter_wh = coalesce(last_meter_wh, ?), offline = max(offline, ?),"
+        " seq_last = ?, seq_gaps = ?, updated_at = ? WHERE id = ?",
+        (
+            connector,
+            event.id_tag,
+            iso_utc(event.started_at),
+            event.meter_start_wh,
+            last_energy_wh(event.readings),
+            int(event.offline),
+            seq_last,
+            _gaps_json(gaps),
+            iso_utc(now),
+            tx.id,
+        ),
+    )
+    if event.readings:
+        _meter_row(conn, event.station, connector, tx.id, event.readings, now)
+    _enqueue_started(conn, event, tx.id, now)
+    return Recorded(session_id=tx.id)
+
+
+def _enqueue_started(
+    conn: sqlite3.Connection, event: TransactionStarted, session_id: int, now: datetime
+) -> None:
+    data = {
+        "session_id": session_id,
+        "connector": event.connector,
+        "id_tag": event.id_tag,
+        "transaction_id": event.transaction_id,
+        "started_at": iso_utc(event.started_at),
+        "meter_start_wh": event.meter_start_wh,
+        "offline": event.offline,
+        "seq_no": event.seq_no,
+        "trigger": event.trigger,
+        "readings": readings_json(event.readings),
+        "raw": event.raw,
+    }
+    _enqueue(conn, event.station, "transaction.started", event.at, data, now, session_id)
+
+
+class _TxSession:
+    """The parts of a 2.x session row the journal folds events into."""
+
+    __slots__ = ("connector", "created", "gaps", "id", "notes", "seq_last")
+
+    def __init__(self, row: tuple[Any, ...], created: bool = False) -> None:
+        self.id: int = row[0]
+        self.connector: int = row[1]
+        self.seq_last: int | None = row[2]
+        self.gaps: tuple[int, ...] = tuple(orjson.loads(row[3])) if row[3] else ()
+        self.notes: str | None = row[4]
+        self.created = created
+
+
+def _tx_session(
+    conn: sqlite3.Connection,
+    station: str,
+    tx_id: str,
+    connector: int | None,
+    at: datetime,
+    now: datetime,
+    notes_if_new: str | None = None,
+) -> _TxSession:
+    """The session of a 2.x transaction id, created if this is the first we hear of it."""
+    row = conn.execute(
+        "SELECT id, connector, seq_last, seq_gaps, notes FROM sessions"
+        " WHERE station = ? AND transaction_id = ?",
+        (station, tx_id),
+    ).fetchone()
+    if row is not None:
+        return _TxSession(row)
+    stamp = iso_utc(now)
+    cur = conn.execute(
+        "INSERT INTO sessions (station, connector, transaction_id, started_at, status, notes,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
+        (station, connector or 0, tx_id, iso_utc(at), notes_if_new, stamp, stamp),
+    )
+    return _TxSession((int(cur.lastrowid or 0), connector or 0, None, None, notes_if_new), True)
+
+
+def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime) -> Recorded:
+    tx = _tx_session(conn, event.station, event.transaction_id, event.connector, event.at, now)
+    seq_last, gaps = track_seq(tx.seq_last, tx.gaps, event.seq_no)
+    energy = last_energy_wh(event.readings)
+    connector = tx.connector or event.connector or 0
+    if connector != tx.connector:
+        # Rare (created by an event without EVSE); kept out of the hot UPDATE because
+        # setting an indexed column costs an index rewrite even when it is unchanged.
+        conn.execute("UPDATE sessions SET connector = ? WHERE id = ?", (connector, tx.id))
+    conn.execute(
+        "UPDATE sessions SET id_tag = coalesce(?, id_tag),"
+        " offline = max(offline, ?), seq_last = ?, seq_gaps = ?,"
+        " last_meter_wh = coalesce(?, last_meter_wh), updated_at = ? WHERE id = ?",
+        (
+            event.id_tag,
+            int(event.offline),
+            seq_last,
+            _gaps_json(gaps),
+            energy,
+            iso_utc(now),
+            tx.id,
+        ),
+    )
+    # Hot path: no meter_values row and no second copy of the readings; `raw` carries
+    # every sampled value to the cloud (DESIGN.md §4.4), `energy_wh` the normalised one.
+    data = {
+        "session_id": tx.id,
+        "transaction_id": event.transaction_id,
+        "connector": connector,
+        "id_tag": event.id_tag,
+        "seq_no": event.seq_no,
+        "offline": event.offline,
+        "trigger": event.trigger,
+        "charging_state": event.charging_state,
+        "energy_wh": energy,
+        "raw": event.raw,
+    }
+    _enqueue(conn, event.station, "transaction.updated", event.at, data, now, tx.id)
+    return Recorded(session_id=tx.id)
+
+
+def _ended(conn: sqlite3.Connection, event: TransactionEnded, now: datetime) -> Recorded:
+    if event.transaction_id is not None:
+        session_id, notes, seq = _ended_v2_session(conn, event, now)
+    else:
+        session_id, notes = _ended_v16_session(conn, event, now)
+        seq = None
+    prior = conn.execute(
+        "SELECT status, stopped_at, last_meter_wh, connector FROM sessions WHERE id = ?",
+        (session_id,),
+    ).fetchone()
+    stopped = iso_utc(event.stopped_at)
+    if prior[0] == "completed" and prior[1] == stopped:
+        return Recorded(session_id=session_id, duplicate=True, notes=_notes(notes))
+    connector = prior[3] or event.connector or 0
+    meter_stop = event.meter_stop_wh
+    if meter_stop is None:
+        meter_stop = last_energy_wh(event.readings)
+    if meter_stop is None:
+        meter_stop = prior[2]
+    conn.execute(
+        "UPDATE sessions SET status = 'completed', connector = ?, stopped_at = ?,"
+        " meter_stop_wh = ?,"
+        " stop_reason = ?, id_tag = coalesce(id_tag, ?), offline = max(offline, ?),"
+        " seq_last = coalesce(?, seq_last), seq_gaps = coalesce(?, seq_gaps),"
+        " updated_at = ? WHERE id = ?",
+        (
+            connector,
+            stopped,
+            meter_stop,
+            event.stop_reason,
+            event.id_tag,
+            int(event.offline),
+            seq[0] if seq else None,
+            _gaps_json(seq[1]) if seq else None,
+            iso_utc(now),
+            session_id,
+        ),
+    )
+    readings = readings_json(event.readings)
+    if readings:
+        _meter_row(conn, event.station, connector, session_id, event.readings, now, readings)
+    data = {
+        "session_id": session_id,
+        "transaction_id": event.transaction_id,
+        "connector": connector,
+        "stopped_at": stopped,
+        "meter_stop_wh": meter_stop,
+        "stop_reason": event.stop_reason,
+        "id_tag": event.id_tag,
+        "seq_no": event.seq_no,
+        "offline": event.offline,
+        "readings": readings,
+        "notes": notes,
+        "raw": event.raw,
+    }
+    _enqueue(conn, event.station, "transaction.completed", event.at, data, now, session_id)
+    return Recorded(session_id=session_id, notes=_notes(notes))
+
+
+def _ended_v2_session(
+    conn: sqlite3.Connection, event: TransactionEnded, now: datetime
+) -> tuple[int, str | None, tuple[int | None, tuple[int, ...]] | None]:
+    """The session an Ended closes (created if unknown: never drop a stop), notes, seq state."""
+    assert event.transaction_id is not None
+    tx = _tx_session(
+        conn,
+        event.station,
+        event.transaction_id,
+        event.connector,
+        event.stopped_at,
+        now,
+        notes_if_new=f"Ended for unknown transactionId {event.transaction_id}",
+    )
+    if tx.created:
+        log.warning("journal.stop.unknown", station=event.station, tx=event.transaction_id)
+    if event.seq_no is None:
+        return tx.id, tx.notes, None
+    return tx.id, tx.notes, track_seq(tx.seq_last, tx.gaps, event.seq_no)
+
+
+def _ended_v16_session(
+    conn: sqlite3.Connection, event: TransactionEnded, now: datetime
+) -> tuple[int, str | None]:
+    """The session of a 1.6 StopTransaction's transactionId (our own id) and its notes."""
+    row = conn.execute(
+        "SELECT id, notes FROM sessions WHERE id = ? AND station = ?",
+        (event.session_id, event.station),
+    ).fetchone()
+    if row is not None:
+        return row[0], row[1]
+    # A transactionId this gateway never issued (e.g. after the database was replaced):
+    # keep the stop as a session of its own, never drop it. A re-sent one finds that row.
+    notes = f"StopTransaction for unknown transactionId {event.session_id}"
+    stopped = iso_utc(event.stopped_at)
+    row = conn.execute(
+        "SELECT id FROM sessions WHERE station = ? AND notes = ? AND stopped_at = ?",
+        (event.station, notes, stopped),
+    ).fetchone()
+    if row is not None:
+        return row[0], notes
+    log.warning("journal.stop.unknown", station=event.station, tx=event.session_id)
+    stamp = iso_utc(now)
+    cur = conn.execute(
+        "INSERT INTO sessions (station, connector, id_tag, started_at, status, notes,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
+        (event.station, event.connector or 0, event.id_tag, stopped, notes, stamp, stamp),
+    )
+    return int(cur.lastrowid or 0), notes
+
+
+def _meter_values(conn: sqlite3.Connection, event: MeterValuesReceived, now: datetime) -> Recorded:
+    energy = last_energy_wh(event.readings)
+    session_id = event.session_id
+    if session_id is not None:
+        # 1.6 transactionId: ours only if it names a session of this station.
+        cur = conn.execute(
+            "UPDATE sessions SET last_meter_wh = coalesce(?, last_meter_wh)"
+            " WHERE id = ? AND station = ?",
+            (energy, session_id, event.station),
+        )
+        if cur.rowcount == 0:
+            session_id = None
+    elif event.connector > 0:  # connector 0 is the main meter, never a session
+        row = conn.execute(
+            "SELECT id FROM sessions WHERE station = ? AND connector = ? AND status = 'active'"
+            " ORDER BY id DESC LIMIT 1",
+            (event.station, event.connector),
         ).fetchone()
         if row is not None:
-            return row[0], row[1], tuple(orjson.loads(row[2])) if row[2] else ()
-        stamp = iso_utc(now)
-        cur = self.conn.execute(
-            "INSERT INTO sessions (station, connector, transaction_id, started_at, status,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?)",
-            (station, connector or 0, tx_id, iso_utc(at), stamp, stamp),
-        )
-        return int(cur.lastrowid or 0), None, ()
-
-    def _updated(self, event: TransactionUpdated, now: datetime) -> Recorded:
-        session_id, seq_last, gaps = self._tx_session(
-            event.station, event.transaction_id, event.connector, event.at, now
-        )
-        seq_last, gaps = track_seq(seq_last, gaps, event.seq_no)
-        energy = last_energy_wh(event.readings)
-        self.conn.execute(
-            "UPDATE sessions SET id_tag = coalesce(id_tag, ?), offline = max(offline, ?),"
-            " seq_last = ?, seq_gaps = ?, last_meter_wh = coalesce(?, last_meter_wh),"
-            " updated_at = ? WHERE id = ?",
-            (
-                event.id_tag,
-                int(event.offline),
-                seq_last,
-                orjson.dumps(gaps).decode(),
-                energy,
-                iso_utc(now),
-                session_id,
-            ),
-        )
-        self._enqueue(
-            event.station,
-            "transaction.updated",
-            event.at,
-            {
-                "session_id": session_id,
-                "transaction_id": event.transaction_id,
-                "seq_no": event.seq_no,
-                "offline": event.offline,
-                "trigger": event.trigger,
-                "charging_state": event.charging_state,
-                "raw": event.raw,
-            },
-            session_id=session_id,
-        )
-        return Recorded(session_id=session_id)
-
-    def _ended(self, event: TransactionEnded, now: datetime) -> Recorded:
-        stamp = iso_utc(now)
-        stopped = iso_utc(event.stopped_at)
-        notes = None
-        if event.transaction_id is not None:
-            session_id, seq_last, gaps = self._tx_session(
-                event.station, event.transaction_id, event.connector, event.stopped_at, now
-            )
-            if event.seq_no is not None:
-                seq_last, gaps = track_seq(seq_last, gaps, event.seq_no)
-        else:
-            seq_last, gaps = None, ()
-            row = self.conn.execute(
-                "SELECT id FROM sessions WHERE id = ? AND station = ?",
-                (event.session_id, event.station),
-            ).fetchone()
-            if row is None:
-                # A transactionId this gateway never issued: keep the stop, never drop it.
-                notes = f"StopTransaction for unknown transactionId {event.session_id}"
-                log.warning(
-                    "journal.stop.unknown", station=event.station, transaction_id=event.session_id
+            session_id = row[0]
+            if energy is not None:
+                conn.execute(
+                    "UPDATE sessions SET last_meter_wh = ? WHERE id = ?", (energy, session_id)
                 )
-                cur = self.conn.execute(
-                    "INSERT INTO sessions (station, connector, id_tag, started_at, status,"
-                    " notes, created_at, updated_at) VALUES (?, 0, ?, ?, 'active', ?, ?, ?)",
-                    (event.station, event.id_tag, stopped, notes, stamp, stamp),
-                )
-                session_id = int(cur.lastrowid or 0)
-            else:
-                session_id = row[0]
-        prior = self.conn.execute(
-            "SELECT status, stopped_at, last_meter_wh FROM sessions WHERE id = ?", (session_id,)
-        ).fetchone()
-        if prior[0] == "completed" and prior[1] == stopped:
-            return Recorded(session_id=session_id, duplicate=True)
-        meter_stop = event.meter_stop_wh
-        if meter_stop is None:
-            meter_stop = last_energy_wh(event.readings) or prior[2]
-        self.conn.execute(
-            "UPDATE sessions SET status = 'completed', stopped_at = ?, meter_stop_wh = ?,"
-            " stop_reason = ?, id_tag = coalesce(id_tag, ?), offline = max(offline, ?),"
-            " seq_last = coalesce(?, seq_last), seq_gaps = coalesce(?, seq_gaps),"
-            " updated_at = ? WHERE id = ?",
-            (
-                stopped,
-                meter_stop,
-                event.stop_reason,
-                event.id_tag,
-                int(event.offline),
-                seq_last,
-                orjson.dumps(gaps).decode() if event.transaction_id else None,
-                stamp,
-                session_id,
-            ),
-        )
-        if event.readings:
-            self._meter_row(event.station, event.connector or 0, session_id, event.readings, now)
-        self._enqueue(
-            event.station,
-            "transaction.completed",
-            event.at,
-            {
-                "session_id": session_id,
-                "transaction_id": event.transaction_id,
-                "stopped_at": stopped,
-                "meter_stop_wh": meter_stop,
-                "stop_reason": event.stop_reason,
-                "id_tag": event.id_tag,
-                "seq_no": event.seq_no,
-                "offline": event.offline,
-                "readings": readings_json(event.readings),
-                "raw": event.raw,
-                "notes": notes,
-            },
-            session_id=session_id,
-        )
-        return Recorded(session_id=session_id)
+    _meter_row(conn, event.station, event.connector, session_id, event.readings, now)
+    # `raw` carries every sampled value to the cloud (DESIGN.md §4.4); the normalised
+    # readings stay in meter_values rather than being encoded twice on this hot path.
+    data = {
+        "session_id": session_id,
+        "connector": event.connector,
+        "energy_wh": energy,
+        "raw": event.raw,
+    }
+    _enqueue(conn, event.station, "meter.values", event.at, data, now, session_id)
+    return Recorded(session_id=session_id)
 
-    def _meter_values(self, event: MeterValuesReceived, now: datetime) -> Recorded:
-        session_id = event.session_id
-        if session_id is None and event.connector > 0:
-            row = self.conn.execute(
-                "SELECT id FROM sessions WHERE station = ? AND connector = ? AND status = 'active'"
-                " ORDER BY id DESC LIMIT 1",
-                (event.station, event.connector),
-            ).fetchone()
-            session_id = row[0] if row else None
-        self._meter_row(event.station, event.connector, session_id, event.readings, now)
-        energy = last_energy_wh(event.readings)
-        if session_id is not None and energy is not None:
-            self.conn.execute(
-                "UPDATE sessions SET last_meter_wh = ? WHERE id = ? AND station = ?",
-                (energy, session_id, event.station),
-            )
-        self._enqueue(
-            event.station,
-            "meter.values",
-            event.at,
-            {
-                "session_id": session_id,
-                "connector": event.connector,
-                "raw": event.raw,
-            },
-            session_id=session_id,
-        )
-        return Recorded(session_id=session_id)
 
-    # -- rows -----------------------------------------------------------------------
+# -- rows -----------------------------------------------------------------------------
 
-    def _meter_row(
-        self,
-        station: str,
-        connector: int,
-        session_id: int | None,
-        readings: tuple[MeterReading, ...],
-        now: datetime,
-    ) -> None:
-        first = iso_utc(readings[0].timestamp) if readings else None
-        self.conn.execute(
-            "INSERT INTO meter_values (station, connector, session_id, timestamp, data,"
-            " received_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                station,
-                connector,
-                session_id,
-                first,
-                orjson.dumps(readings_json(readings)),
-                iso_utc(now),
-            ),
-        )
 
-    def _event_row(self, station: str | None, kind: str, at: datetime, data: Any) -> None:
-        self.conn.execute(
-            "INSERT INTO events (station, type, time, data) VALUES (?, ?, ?, ?)",
-            (station, kind, iso_utc(at), orjson.dumps(data)),
-        )
+def _gaps_json(gaps: tuple[int, ...]) -> str:
+    return orjson.dumps(gaps).decode()
 
-    def _enqueue(
-        self,
-        station: str | None,
-        kind: str,
-        at: datetime,
-        data: dict[str, Any],
-        session_id: int | None = None,
-    ) -> None:
-        key = station or ""
-        seq = self._seq.get(key)
-        if seq is None:
-            row = self.conn.execute(
-                "SELECT next FROM outbox_seq WHERE station = ?", (key,)
-            ).fetchone()
-            seq = row[0] if row else 1
-        self._seq[key] = seq + 1
-        self.conn.execute(
-            "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
-            " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
-            (key, seq + 1),
-        )
-        self.conn.execute(
-            "INSERT INTO outbox (record_id, station, seq, type, time, data, droppable,"
-            " session_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                os.urandom(16).hex(),  # stable record id, as random as uuid4
-                station,
-                seq,
-                kind,
-                iso_utc(at),
-                orjson.dumps(data),
-                int(kind in DROPPABLE),
-                session_id,
-                iso_utc(at),
-            ),
-        )
-        self._rows += 1
 
-    def _thin(self) -> None:
-        """Over the cap: drop the oldest intermediate meter values, never a start or stop,
-        and keep the newest droppable record of each session (DESIGN.md §2)."""
-        self._rows = self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        excess = self._rows - self.outbox_max_rows
-        if excess <= 0:
-            return
-        excess += max(1, self.outbox_max_rows // 100)  # some room, so we don't thin per commit
-        self.conn.execute("BEGIN")
-        cur = self.conn.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox o WHERE droppable = 1"
-            " AND (session_id IS NULL OR id < (SELECT max(id) FROM outbox l WHERE l.droppable = 1"
-            " AND l.session_id = o.session_id)) ORDER BY id LIMIT ?)",
-            (excess,),
-        )
-        dropped = cur.rowcount
-        self._rows -= dropped
-        self.conn.execute(
+def _notes(notes: str | None) -> tuple[str, ...]:
+    return (notes,) if notes else ()
+
+
+def _meter_row(
+    conn: sqlite3.Connection,
+    station: str,
+    connector: int,
+    session_id: int | None,
+    readings: tuple[MeterReading, ...],
+    now: datetime,
+    encoded: list[Json] | None = None,
+) -> None:
+    first = iso_utc(readings[0].timestamp) if readings else None
+    conn.execute(
+        "INSERT INTO meter_values (station, connector, session_id, timestamp, data,"
+        " received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            station,
+            connector,
+            session_id,
+            first,
+            orjson.dumps(encoded if encoded is not None else readings_json(readings)),
+            iso_utc(now),
+        ),
+    )
+
+
+def _event_row(
+    conn: sqlite3.Connection, station: str | None, kind: str, at: datetime, data: Json
+) -> None:
+    conn.execute(
+        "INSERT INTO events (station, type, time, data) VALUES (?, ?, ?, ?)",
+        (station, kind, iso_utc(at), orjson.dumps(data)),
+    )
+
+
+def _enqueue(
+    conn: sqlite3.Connection,
+    station: str | None,
+    kind: str,
+    at: datetime,
+    data: Json,
+    now: datetime,
+    session_id: int | None = None,
+) -> None:
+    """One outbox record with the next per-station seq (DESIGN.md §4.4: gateway-level
+    events have station null and a counter of their own, kept under the key '')."""
+    key = station or ""
+    cache: dict[str, int] | None = getattr(conn, "outbox_next", None)
+    seq = cache.get(key) if cache is not None else None
+    if seq is None:
+        row = conn.execute("SELECT next FROM outbox_seq WHERE station = ?", (key,)).fetchone()
+        seq = row[0] if row else 1
+    if cache is not None:
+        cache[key] = seq + 1
+    conn.execute(
+        "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
+        " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
+        (key, seq + 1),
+    )
+    conn.execute(
+        "INSERT INTO outbox (record_id, station, seq, type, time, data, droppable,"
+        " session_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            _record_id(),
+            station,
+            seq,
+            kind,
+            iso_utc(at),
+            orjson.dumps(data),
+            int(kind in DROPPABLE),
+            session_id,
+            iso_utc(now),
+        ),
+    )
+
+
+def _record_id() -> str:
+    """A random (version 4) UUID as 32 hex digits: the record's id for the cloud, stable
+    across retries. Built from os.urandom directly: uuid.uuid4() costs 4x more per record."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40  # RFC 4122 §4.4: version 4
+    b[8] = b[8] & 0x3F | 0x80  # RFC 4122 §4.1.1: variant 10
+    return b.hex()
+
+
+# -- the cap on the outbox ------------------------------------------------------------
+
+
+class OutboxCap:
+    """Keeps the outbox under `max_rows` with a cheap counter of the rows it holds.
+
+    The counter only grows with records enqueued; deletions by others (the uplink's
+    acknowledgements) make it an overestimate, so a real count is taken before thinning.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, max_rows: int) -> None:
+        self.max_rows = max_rows
+        # Thin a little further than the cap, so that a full outbox is not thinned per commit.
+        self.slack = max(1, max_rows // 100)
+        self.rows = 0
+        self._check_at = max_rows
+        self.recount(conn)
+
+    def recount(self, conn: sqlite3.Connection) -> None:
+        """Take the real count (at open, after a failed commit)."""
+        self.rows = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def added(self, n: int) -> bool:
+        """Count `n` committed records; True when the outbox may be over its cap."""
+        self.rows += n
+        return self.rows > self._check_at
+
+    def enforce(self, conn: sqlite3.Connection) -> int:
+        """Thin the outbox in a transaction of its own if it is over its cap; rows dropped."""
+        self.recount(conn)
+        dropped = 0
+        if self.rows > self.max_rows:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = thin(conn, self.rows - self.max_rows + self.slack)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.rows -= dropped
+        # Undroppable records alone may exceed the cap: look again only after more arrived.
+        self._check_at = max(self.max_rows, self.rows + self.slack)
+        return dropped
+
+
+def thin(conn: sqlite3.Connection, excess: int) -> int:
+    """Drop up to `excess` of the oldest droppable records, keeping each session's newest.
+
+    Starts, stops, boots and status records are never dropped (DESIGN.md §2); the number
+    dropped is logged and added to `meta.outbox_thinned` for `edge uplink`.
+    """
+    dropped = conn.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE droppable = 1"
+        " AND id NOT IN (SELECT max(id) FROM outbox WHERE droppable = 1"
+        " AND session_id IS NOT NULL GROUP BY session_id) ORDER BY id LIMIT ?)",
+        (excess,),
+    ).rowcount
+    if dropped:
+        conn.execute(
             "INSERT INTO meta (key, value) VALUES ('outbox_thinned', ?) ON CONFLICT (key)"
             " DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
             (dropped,),
         )
-        self.conn.execute("COMMIT")
-        log.warning("outbox.thinned", dropped=dropped, cap=self.outbox_max_rows)
+        log.warning("outbox.thinned", dropped=dropped)
+    return dropped

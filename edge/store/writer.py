@@ -9,6 +9,7 @@ and only then wakes the callers: one fsync for many replies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import structlog
 
 from edge.domain.events import Event, Recorded
+from edge.errors import EdgeError
 from edge.store import journal
 from edge.store.schema import migrate
 
@@ -31,16 +33,29 @@ log = structlog.get_logger("edge.store")
 MAX_BATCH = 1000
 _STOP = object()
 
+# One queued write: the function, its caller's future, and that caller's event loop.
+_Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+class StoreClosed(EdgeError):
+    """A write was submitted after the store was closed."""
+
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the journal's PRAGMAs (WAL, synchronous=FULL)."""
+    """A connection with the journal's PRAGMAs (WAL, synchronous=FULL, foreign keys)."""
     if readonly:
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
     else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=journal.JournalConnection,
+        )
         conn.execute("PRAGMA journal_mode=WAL")
+        # DESIGN.md §2: a reply that reached a charger survives power loss.
         conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -53,12 +68,13 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection, outbox_max_rows: int) -> None:
         self._path = path
         self._conn = conn
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store-read")
         self._read_conn: sqlite3.Connection | None = None
-        self.journal = journal.Journal(conn, outbox_max_rows)
-        self.on_commit: Callable[[int, float], None] | None = None
+        self._cap = journal.OutboxCap(conn, outbox_max_rows)
+        self._closed = False
         self._batch_now = _now()
+        self.on_commit: Callable[[int, float], None] | None = None
         self._thread = threading.Thread(target=self._run, name="edge-store-write", daemon=True)
         self._thread.start()
 
@@ -69,7 +85,11 @@ class Store:
 
         def prepare() -> sqlite3.Connection:
             conn = connect(path)
-            applied = migrate(conn, path)
+            try:
+                applied = migrate(conn, path)
+            except BaseException:
+                conn.close()
+                raise
             if applied:
                 log.info("store.migrated", path=str(path), applied=applied)
             return conn
@@ -79,10 +99,14 @@ class Store:
 
     @property
     def path(self) -> Path:
+        """The database file."""
         return self._path
 
     async def close(self) -> None:
         """Finish every queued write, then close the files."""
+        if self._closed:
+            return
+        self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._reader.shutdown(wait=True)
@@ -92,10 +116,12 @@ class Store:
 
     async def record(self, event: Event) -> Recorded:
         """Journal an event and enqueue it for the cloud; returns after COMMIT."""
-        return await self.write(lambda conn: self.journal.record(event, self._batch_now))
+        return await self.write(lambda conn: journal.record(conn, event, self._batch_now))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer thread inside the next group commit; returns after COMMIT."""
+        if self._closed:
+            raise StoreClosed(f"{self._path}: the store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, fut, loop))
@@ -114,61 +140,92 @@ class Store:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch = []
+            batch: list[_Op] = []
             item = self._queue.get()
             while True:
                 if item is _STOP:
                     stopping = True
                 else:
-                    batch.append(item)
+                    batch.append(item)  # type: ignore[arg-type]
                 if len(batch) >= MAX_BATCH:
                     break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
+            if not batch:
+                continue
+            try:
                 self._commit(batch)
+            except Exception as exc:  # a bug here must not leave callers waiting forever
+                log.exception("store.writer.failed", batch=len(batch))
+                self._wake(batch, [(False, exc)] * len(batch))
 
-    def _commit(self, batch: list[Any]) -> None:
+    def _commit(self, batch: list[_Op]) -> None:
         started = time.perf_counter()
         self._batch_now = _now()  # one clock reading per group commit
-        conn = self._conn
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            conn.execute("BEGIN")
-            for fn, _fut, _loop in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((True, fn(conn)))
-                    conn.execute("RELEASE op")
-                except Exception as exc:  # one failing op must not fail the batch
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((False, exc))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # The commit itself failed (disk full, I/O error): nobody's write is durable.
-            log.error("store.commit.failed", error=str(exc), batch=len(batch))
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self.journal.forget_pending()
-            outcomes = [(False, exc)] * len(batch)
-        else:
-            self.journal.committed()
+        outcomes, enqueued = self._execute(batch)
         if self.on_commit is not None:
-            self.on_commit(len(batch), time.perf_counter() - started)
-        # One wake-up of each event loop per batch, not one per caller.
+            try:
+                self.on_commit(len(batch), time.perf_counter() - started)
+            except Exception:  # metrics must never stop the writer
+                log.exception("store.on_commit.failed")
+        self._wake(batch, outcomes)
+        if self._cap.added(enqueued):
+            self._enforce_cap()
+
+    def _wake(self, batch: list[_Op], outcomes: list[tuple[bool, Any]]) -> None:
+        """Resolve the callers' futures: one wake-up of each event loop per batch."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
         for (_fn, fut, loop), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
         for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle, settled)
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def _execute(self, batch: list[_Op]) -> tuple[list[tuple[bool, Any]], int]:
+        """Run the batch in one transaction; (ok, result or exception) per op, records added."""
+        conn = self._conn
+        outcomes: list[tuple[bool, Any]] = []
+        enqueued = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _fut, _loop in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = fn(conn)
+                    conn.execute("RELEASE op")
+                except Exception as exc:  # one failing op must not fail the batch
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    journal.forget_counters(conn)
+                    outcomes.append((False, exc))
+                    continue
+                outcomes.append((True, result))
+                # Every journaled event that is not a duplicate added one outbox record.
+                if isinstance(result, Recorded) and not result.duplicate:
+                    enqueued += 1
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The transaction itself failed (disk full, I/O error): nobody's write is durable.
+            log.error("store.commit.failed", error=str(exc), batch=len(batch))
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            journal.forget_counters(conn)
+            return [(False, exc)] * len(batch), 0
+        return outcomes, enqueued
+
+    def _enforce_cap(self) -> None:
+        try:
+            self._cap.enforce(self._conn)
+        except sqlite3.Error as exc:
+            log.error("outbox.thinning.failed", error=str(exc))
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for fut, ok, value in settled:
-        if fut.done():
+        if fut.done():  # the caller was cancelled; its write is committed all the same
             continue
         if ok:
             fut.set_result(value)
