@@ -10,6 +10,9 @@ from typing import Any
 from edge.domain.auth import AuthEntry, AuthStatus
 from edge.domain.units import iso_utc, parse_time
 
+# Where a local-list entry came from: `[[auth.tags]]` in the config, or the HTTP API.
+SOURCES = frozenset({"config", "api"})
+
 
 def _entry(row: tuple[Any, ...] | None) -> AuthEntry | None:
     if row is None:
@@ -29,20 +32,15 @@ def get_auth(conn: sqlite3.Connection, id_tag: str) -> tuple[AuthEntry | None, A
 
 
 def put_tag(conn: sqlite3.Connection, entry: AuthEntry, source: str) -> None:
-    """Add or replace a local-list entry."""
+    """Add or replace a local-list entry; `source` is 'config' or 'api'."""
+    if source not in SOURCES:
+        raise ValueError(f"auth tag source must be one of {sorted(SOURCES)}, not {source!r}")
     conn.execute(
         "INSERT INTO auth_tags (id_tag, status, expiry, parent_id_tag, source, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status,"
         " expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag,"
         " source = excluded.source, updated_at = excluded.updated_at",
-        (
-            entry.id_tag,
-            entry.status.value,
-            iso_utc(entry.expiry) if entry.expiry else None,
-            entry.parent_id_tag,
-            source,
-            iso_utc(datetime.now(UTC)),
-        ),
+        (entry.id_tag, *_row(entry), source, iso_utc(datetime.now(UTC))),
     )
     _bump_version(conn)
 
@@ -71,31 +69,53 @@ def cache_put(conn: sqlite3.Connection, entry: AuthEntry, now: datetime) -> None
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status,"
         " expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag,"
         " updated_at = excluded.updated_at",
-        (
-            entry.id_tag,
-            entry.status.value,
-            iso_utc(entry.expiry) if entry.expiry else None,
-            entry.parent_id_tag,
-            iso_utc(now),
-        ),
+        (entry.id_tag, *_row(entry), iso_utc(now)),
     )
 
 
-def sync_config_tags(conn: sqlite3.Connection, entries: Iterable[AuthEntry]) -> None:
-    """Make the config's `[[auth.tags]]` the local list's config part; API entries stay."""
+def sync_config_tags(conn: sqlite3.Connection, entries: Iterable[AuthEntry]) -> bool:
+    """Make the config's `[[auth.tags]]` the local list's config part; API entries stay.
+
+    Returns whether anything changed: an unchanged config keeps the list version, so a
+    restart does not make every charger download the same list again.
+    """
+    wanted = {e.id_tag: _row(e) for e in entries}
+    have = {
+        r[0]: tuple(r[1:])
+        for r in conn.execute(
+            "SELECT id_tag, status, expiry, parent_id_tag FROM auth_tags WHERE source = 'config'"
+        )
+    }
+    if wanted == have:
+        return False
     conn.execute("DELETE FROM auth_tags WHERE source = 'config'")
-    for entry in entries:
-        put_tag(conn, entry, "config")
+    stamp = iso_utc(datetime.now(UTC))
+    conn.executemany(
+        "INSERT INTO auth_tags (id_tag, status, expiry, parent_id_tag, source, updated_at)"
+        " VALUES (?, ?, ?, ?, 'config', ?) ON CONFLICT (id_tag) DO UPDATE SET"
+        " status = excluded.status, expiry = excluded.expiry,"
+        " parent_id_tag = excluded.parent_id_tag, source = 'config',"
+        " updated_at = excluded.updated_at",
+        [(tag, *row, stamp) for tag, row in wanted.items()],
+    )
     _bump_version(conn)
+    return True
+
+
+def _row(entry: AuthEntry) -> tuple[str, str | None, str | None]:
+    """An entry's stored (status, expiry, parent_id_tag)."""
+    expiry = iso_utc(entry.expiry) if entry.expiry else None
+    return entry.status.value, expiry, entry.parent_id_tag
 
 
 def local_list_version(conn: sqlite3.Connection) -> int:
-    """The version of the local list (SendLocalList listVersion)."""
+    """The version of the local list (OCPP 1.6 §5.15 SendLocalList listVersion)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'local_list_version'").fetchone()
     return int(row[0]) if row else 0
 
 
 def _bump_version(conn: sqlite3.Connection) -> None:
+    # Chargers compare versions to decide whether to download the list: every change bumps.
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('local_list_version', 1) ON CONFLICT (key)"
         " DO UPDATE SET value = CAST(value AS INTEGER) + 1"

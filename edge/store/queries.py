@@ -96,7 +96,9 @@ def connector_statuses(conn: sqlite3.Connection) -> dict[str, dict[int, str]]:
 
 def outbox_stats(conn: sqlite3.Connection, now: datetime) -> dict[str, Any]:
     """Backlog size, age of the oldest undelivered record, and how many were thinned."""
-    count, oldest = conn.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+    (count,) = conn.execute("SELECT count(*) FROM outbox").fetchone()
+    # Records are numbered in commit order: the lowest id is the oldest one waiting.
+    oldest = conn.execute("SELECT created_at FROM outbox ORDER BY id LIMIT 1").fetchone()
     thinned = conn.execute("SELECT value FROM meta WHERE key = 'outbox_thinned'").fetchone()
-    age = round((now - parse_time(oldest)).total_seconds(), 1) if oldest else None
+    age = round((now - parse_time(oldest[0])).total_seconds(), 1) if oldest else None
     return {"backlog": count, "oldest_age_s": age, "thinned": int(thinned[0]) if thinned else 0}
