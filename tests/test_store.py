@@ -1,135 +1,269 @@
-"""The store on a real SQLite file: durability, group commit, journal rules, outbox."""
+"""The store on a real SQLite file: durability, group commit, journal rules, outbox, auth."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from edge.domain.auth import AuthEntry, AuthStatus
 from edge.domain.events import (
+    ConnectorStatusChanged,
     MeterReading,
     MeterSample,
     MeterValuesReceived,
+    StationBooted,
     StationConnected,
     StationNotified,
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
 )
-from edge.domain.station import OcppVersion
-from edge.store import auth, queries
-from edge.store.schema import MIGRATIONS, SchemaError
-from edge.store.writer import Store
+from edge.domain.station import OcppVersion, StationIdentity
+from edge.store import auth, queries, retention
+from edge.store.schema import MIGRATIONS, SchemaError, migrate
+from edge.store.writer import Store, StoreClosed
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
-def energy(wh: float, at: datetime = T0) -> tuple[MeterReading, ...]:
-    return (MeterReading(at, (MeterSample("Energy.Active.Import.Register", wh, "Wh"),)),)
+def energy(value: float, unit: str = "Wh", at: datetime = T0) -> tuple[MeterReading, ...]:
+    samples = (
+        MeterSample("Energy.Active.Import.Register", value * 10, unit, phase="L1"),
+        MeterSample("Energy.Active.Import.Register", value, unit),
+        MeterSample("Power.Active.Import", 7000.0, "W"),
+    )
+    return (MeterReading(at, samples),)
 
 
-def start16(connector: int = 1, meter: float = 1000.0) -> TransactionStarted:
-    return TransactionStarted("CP1", T0, connector, "TAG", T0, meter, {"meterStart": meter})
+def start16(connector: int = 1, meter: float = 1000.0, station: str = "CP1") -> TransactionStarted:
+    return TransactionStarted(station, T0, connector, "TAG", T0, meter, {"meterStart": meter})
+
+
+def stop16(session_id: int, meter: float | None = 4000.0, minutes: int = 60) -> TransactionEnded:
+    at = T0 + timedelta(minutes=minutes)
+    return TransactionEnded("CP1", at, at, meter, "Local", {"meterStop": meter}, session_id)
+
+
+def values16(session_id: int | None, wh: float, connector: int = 1) -> MeterValuesReceived:
+    raw = {"connectorId": connector, "transactionId": session_id}
+    return MeterValuesReceived("CP1", T0, connector, energy(wh), raw, session_id=session_id)
+
+
+def update2(seq: int, wh: float | None = None, tx: str = "TX9") -> TransactionUpdated:
+    readings = energy(wh) if wh is not None else ()
+    raw = {"seqNo": seq, "transactionInfo": {"transactionId": tx}}
+    return TransactionUpdated(
+        "CP2", T0, tx, seq, True, "MeterValuePeriodic", raw, connector=1, readings=readings
+    )
 
 
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = await Store.open(tmp_path / "edge.sqlite", outbox_max_rows=1000)
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "edge.sqlite")
     yield s
     await s.close()
 
 
-def outbox(path: Path) -> list[tuple[str | None, int, str]]:
+def db_rows(path: Path, sql: str, *args: Any) -> list[Any]:
+    """Rows as an independent connection sees them (what survives the process)."""
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT station, seq, type FROM outbox ORDER BY id").fetchall()
+        return db.execute(sql, args).fetchall()
+
+
+def outbox(path: Path) -> list[tuple[str | None, int, str]]:
+    return db_rows(path, "SELECT station, seq, type FROM outbox ORDER BY id")
+
+
+def outbox_data(path: Path, kind: str) -> list[dict[str, Any]]:
+    rows = db_rows(path, "SELECT data FROM outbox WHERE type = ? ORDER BY id", kind)
+    return [orjson.loads(d) for (d,) in rows]
+
+
+# -- sessions -------------------------------------------------------------------------
 
 
 async def test_a_16_session_from_start_to_stop(store: Store) -> None:
-    started = await store.record(start16())
-    sid = started.session_id
+    sid = (await store.record(start16())).session_id
     assert sid is not None
-    await store.record(MeterValuesReceived("CP1", T0, 1, energy(1500), {}, session_id=sid))
-    await store.record(
-        TransactionEnded("CP1", T0, T0 + timedelta(hours=1), 4000, "Local", {}, session_id=sid)
-    )
+    await store.record(values16(sid, 1500))
+    await store.record(values16(sid, 2500))
+    active = await store.read(lambda c: queries.get_session(c, sid))
+    assert active is not None and active.energy_wh == 1500
+    done = await store.record(stop16(sid))
+    assert done.session_id == sid and not done.duplicate
     session = await store.read(lambda c: queries.get_session(c, sid))
     assert session is not None and session.status == "completed"
-    assert session.energy_wh == 3000
+    assert session.energy_wh == 3000 and session.stop_reason == "Local"
     assert [t for _, _, t in outbox(store.path)] == [
         "transaction.started",
         "meter.values",
+        "meter.values",
         "transaction.completed",
+    ]
+    [completed] = outbox_data(store.path, "transaction.completed")
+    assert completed["session_id"] == sid and completed["raw"] == {"meterStop": 4000.0}
+    assert db_rows(store.path, "SELECT count(*) FROM meter_values WHERE session_id = ?", sid) == [
+        (2,)
     ]
 
 
-async def test_a_resent_start_is_the_same_session_and_not_enqueued_twice(store: Store) -> None:
+async def test_a_stop_without_meter_value_uses_the_last_reading(store: Store) -> None:
+    sid = (await store.record(start16(meter=0.0))).session_id or 0
+    await store.record(values16(sid, 7.5))
+    await store.record(MeterValuesReceived("CP1", T0, 1, energy(8.25, "kWh"), {}, session_id=sid))
+    await store.record(stop16(sid, meter=None))
+    session = await store.read(lambda c: queries.get_session(c, sid))
+    assert session is not None and session.meter_stop_wh == 8250  # kWh converted to Wh
+
+
+async def test_a_resent_start_gets_the_same_id_and_no_second_record(store: Store) -> None:
     first = await store.record(start16())
     again = await store.record(start16())
     assert again.session_id == first.session_id and again.duplicate
-    assert len(outbox(store.path)) == 1
+    other = await store.record(start16(meter=1001.0))  # a different start is a new session
+    assert other.session_id != first.session_id
+    assert len(outbox(store.path)) == 2
+
+
+async def test_a_repeated_stop_is_a_duplicate(store: Store) -> None:
+    sid = (await store.record(start16())).session_id or 0
+    await store.record(stop16(sid))
+    again = await store.record(stop16(sid))
+    assert again.duplicate and again.session_id == sid
+    assert [t for _, _, t in outbox(store.path)].count("transaction.completed") == 1
+
+
+async def test_session_ids_are_never_reused(store: Store) -> None:
+    sid = (await store.record(start16())).session_id
+    await store.write(lambda c: c.execute("DELETE FROM sessions"))
+    assert (await store.record(start16(meter=5.0))).session_id != sid
 
 
 async def test_2x_events_out_of_order_make_one_session(store: Store) -> None:
-    def upd(seq: int) -> TransactionUpdated:
-        return TransactionUpdated(
-            "CP2", T0, "TX9", seq, True, "MeterValuePeriodic", {}, readings=energy(100 * seq)
-        )
-
-    await store.record(upd(2))  # arrives first: the session is created from it
+    await store.record(update2(2, wh=200))  # arrives first: the session is created from it
     await store.record(
         TransactionStarted("CP2", T0, 1, "TAG", T0, 0.0, {}, transaction_id="TX9", seq_no=0)
     )
-    mid = await store.read(lambda c: queries.list_sessions(c, active=True, limit=5))
-    assert len(mid) == 1 and mid[0].seq_gaps == (1,) and mid[0].offline
-    await store.record(upd(1))
-    await store.record(
-        TransactionEnded(
-            "CP2", T0, T0, None, "Local", {}, transaction_id="TX9", seq_no=3, readings=energy(400)
-        )
+    [mid] = await store.read(lambda c: queries.list_sessions(c, active=True, limit=5))
+    assert mid.seq_gaps == (1,) and mid.offline and mid.id_tag == "TAG"
+    assert mid.energy_wh == 200
+    await store.record(update2(1, wh=100))  # the late one closes the gap
+    ended = TransactionEnded(
+        "CP2", T0, T0, None, "Local", {}, transaction_id="TX9", seq_no=3, readings=energy(400)
     )
+    rec = await store.record(ended)
     [done] = await store.read(lambda c: queries.list_sessions(c, active=None, limit=5))
+    assert rec.session_id == done.id == mid.id
     assert done.seq_gaps == () and done.status == "completed" and done.energy_wh == 400
+    assert done.offline, "offline is sticky once any event said so"
 
 
-async def test_a_stop_for_an_unknown_transaction_is_kept(store: Store) -> None:
-    rec = await store.record(TransactionEnded("CP1", T0, T0, 500, "Local", {}, session_id=777))
-    session = await store.read(lambda c: queries.get_session(c, rec.session_id or 0))
-    assert session is not None and session.status == "completed"
+async def test_a_2x_start_after_its_end_keeps_the_session_completed(store: Store) -> None:
+    ended = TransactionEnded("CP2", T0, T0, 900.0, "EVDisconnected", {}, transaction_id="TX1")
+    await store.record(ended)
+    started = TransactionStarted("CP2", T0, 2, "TAG", T0, 100.0, {}, transaction_id="TX1")
+    await store.record(started)
+    [s] = await store.read(lambda c: queries.list_sessions(c, active=None, limit=5))
+    assert s.status == "completed" and s.connector == 2 and s.energy_wh == 800
+
+
+async def test_a_stop_for_an_unknown_session_is_kept_once(store: Store) -> None:
+    rec = await store.record(stop16(777))
+    again = await store.record(stop16(777))
+    assert again.duplicate and again.session_id == rec.session_id
+    ended = TransactionEnded("CP2", T0, T0, 10.0, "Local", {}, transaction_id="NEVER-SEEN")
+    rec2 = await store.record(ended)
+    kept = await store.read(lambda c: queries.list_sessions(c, active=False, limit=5))
+    assert {s.id for s in kept} == {rec.session_id, rec2.session_id}
+    notes = [n for (n,) in db_rows(store.path, "SELECT notes FROM sessions ORDER BY id")]
+    assert "777" in notes[0] and "NEVER-SEEN" in notes[1]
+    assert [t for _, _, t in outbox(store.path)] == ["transaction.completed"] * 2
+
+
+async def test_meter_values_find_their_session(store: Store) -> None:
+    sid = (await store.record(start16(connector=2))).session_id
+    found = await store.record(values16(None, 1200, connector=2))  # 1.6 without transactionId
+    assert found.session_id == sid
+    main_meter = await store.record(values16(None, 99, connector=0))
+    assert main_meter.session_id is None
+    foreign = await store.record(
+        MeterValuesReceived("CP9", T0, 2, energy(5), {}, session_id=sid)
+    )  # another station's transactionId
+    assert foreign.session_id is None
+    session = await store.read(lambda c: queries.get_session(c, sid or 0))
+    assert session is not None and session.energy_wh == 200
+
+
+# -- outbox ---------------------------------------------------------------------------
 
 
 async def test_outbox_seq_counts_per_station_and_for_the_gateway(store: Store) -> None:
     for station in ("A", "B", "A"):
         await store.record(StationConnected(station, OcppVersion.V16, T0))
     await store.record(StationNotified(None, T0, "gateway.started", "-", {}))  # type: ignore[arg-type]
+    await store.record(
+        StationBooted("A", T0, StationIdentity("V", "M", "1.0", "S"), "Accepted", {"x": 1})
+    )
+    await store.record(ConnectorStatusChanged("A", T0, 1, "Available", "NoError", T0, {}))
     assert outbox(store.path) == [
         ("A", 1, "station.connected"),
         ("B", 1, "station.connected"),
         ("A", 2, "station.connected"),
         (None, 1, "gateway.started"),
+        ("A", 3, "station.boot"),
+        ("A", 4, "station.status"),
     ]
+    ids = db_rows(store.path, "SELECT record_id FROM outbox")
+    assert len({i for (i,) in ids}) == len(ids) and all(len(i) == 32 for (i,) in ids)
+
+
+async def test_outbox_rows_commit_with_the_journal_or_not_at_all(store: Store) -> None:
+    unencodable = TransactionStarted("CP1", T0, 1, "TAG", T0, 1.0, {"x": object()})
+    with pytest.raises(TypeError):
+        await store.record(unencodable)  # the session row was written before the outbox failed
+    assert db_rows(store.path, "SELECT count(*) FROM sessions") == [(0,)]
+    await store.record(StationConnected("CP1", OcppVersion.V16, T0))
+    assert outbox(store.path) == [("CP1", 1, "station.connected")], "no seq was lost"
 
 
 async def test_a_record_is_on_disk_when_it_returns(store: Store) -> None:
     rec = await store.record(start16())
-    with sqlite3.connect(store.path) as db:  # an independent connection
-        assert db.execute("SELECT id FROM sessions").fetchall() == [(rec.session_id,)]
+    assert db_rows(store.path, "SELECT id FROM sessions") == [(rec.session_id,)]
+    assert outbox(store.path) == [("CP1", 1, "transaction.started")]
 
 
 async def test_a_failing_write_does_not_fail_its_batch(store: Store) -> None:
-    results = await asyncio.gather(
-        store.record(start16(1)),
-        store.write(lambda c: c.execute("INSERT INTO nowhere VALUES (1)")),
-        store.record(start16(2)),
-        return_exceptions=True,
-    )
+    batches: list[int] = []
+    store.on_commit = lambda n, _s: batches.append(n)
+    inside, gate = threading.Event(), threading.Event()
+
+    def hold(_c: sqlite3.Connection) -> None:
+        inside.set()
+        gate.wait(5)
+
+    held = asyncio.ensure_future(store.write(hold))
+    assert await asyncio.to_thread(inside.wait, 5)
+    ops = [
+        asyncio.ensure_future(store.record(start16(1))),
+        asyncio.ensure_future(store.write(lambda c: c.execute("bad sql"))),
+        asyncio.ensure_future(store.record(start16(2))),
+    ]
+    await asyncio.sleep(0)  # let each op reach the queue while the writer is held
+    gate.set()
+    await held
+    results = await asyncio.gather(*ops, return_exceptions=True)
+    assert batches == [1, 3], "the three ops shared one commit"
     assert isinstance(results[1], sqlite3.OperationalError)
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT count(*) FROM sessions").fetchone() == (2,)
-        assert [s for (s,) in db.execute("SELECT seq FROM outbox ORDER BY id")] == [1, 2]
+    assert db_rows(store.path, "SELECT count(*) FROM sessions") == [(2,)]
+    assert [seq for _, seq, _ in outbox(store.path)] == [1, 2]
 
 
 async def test_concurrent_records_share_commits(store: Store) -> None:
@@ -137,6 +271,27 @@ async def test_concurrent_records_share_commits(store: Store) -> None:
     store.on_commit = lambda n, _s: batches.append(n)
     await asyncio.gather(*(store.record(start16(i)) for i in range(1, 201)))
     assert sum(batches) == 200 and len(batches) < 200
+
+
+async def test_thinning_keeps_starts_stops_and_each_sessions_last_value(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "edge.sqlite", outbox_max_rows=100)
+    a = (await store.record(start16(1))).session_id or 0
+    b = (await store.record(start16(2))).session_id or 0
+    await asyncio.gather(*(store.record(values16(a, wh)) for wh in range(5)))
+    for chunk in range(5):  # session b alone pushes the outbox past its cap
+        await asyncio.gather(*(store.record(values16(b, 30 * chunk + i)) for i in range(30)))
+    await store.record(stop16(a))
+    stats = await store.read(lambda c: queries.outbox_stats(c, T0))
+    await store.close()
+    rows = db_rows(store.path, "SELECT type, session_id, data FROM outbox ORDER BY id")
+    types = [t for t, _, _ in rows]
+    assert len(rows) <= 100 and stats["thinned"] == 158 - len(rows) > 0
+    assert types[:2] == ["transaction.started"] * 2 and types[-1] == "transaction.completed"
+    kept_a = [(t, orjson.loads(d).get("energy_wh")) for t, sid, d in rows if sid == a]
+    assert kept_a[-2:] == [("meter.values", 4.0), ("transaction.completed", None)]
+
+
+# -- schema ---------------------------------------------------------------------------
 
 
 async def test_reopening_applies_nothing_twice_and_refuses_newer_files(tmp_path: Path) -> None:
@@ -149,47 +304,113 @@ async def test_reopening_applies_nothing_twice_and_refuses_newer_files(tmp_path:
     await store.close()
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(SchemaError, match="newer than this edge knows"):
+    with pytest.raises(SchemaError) as refused:
         await Store.open(path)
+    message = str(refused.value)
+    assert str(path) in message and f"version {len(MIGRATIONS) + 1}" in message
+    assert f"({len(MIGRATIONS)})" in message
 
 
-async def test_thinning_keeps_starts_stops_and_each_sessions_last_value(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "edge.sqlite", outbox_max_rows=1000)
-    sid = (await store.record(start16())).session_id
-    for i in range(1200):
-        await store.record(MeterValuesReceived("CP1", T0, 1, energy(1000 + i), {}, session_id=sid))
-    await store.record(TransactionEnded("CP1", T0, T0, 9000, "Local", {}, session_id=sid))
-    rows = outbox(store.path)
-    stats = await store.read(lambda c: queries.outbox_stats(c, T0))
+def test_migrations_apply_only_what_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "edge.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    newer = (*MIGRATIONS, "CREATE TABLE extra (note TEXT DEFAULT 'a;b');")
+    assert migrate(conn, path) == len(MIGRATIONS)
+    assert migrate(conn, path, newer) == 1  # CREATE TABLE would fail if run twice
+    assert migrate(conn, path, newer) == 0
+    broken = (*newer, "CREATE TABLE half (x INTEGER); INSERT INTO nowhere VALUES (1);")
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn, path, broken)
+    assert conn.execute("PRAGMA user_version").fetchone() == (len(newer),)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
+    conn.close()
+
+
+# -- lifecycle ------------------------------------------------------------------------
+
+
+async def test_close_finishes_queued_writes_then_refuses_more(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "edge.sqlite")
+    pending = [asyncio.ensure_future(store.record(start16(i))) for i in range(1, 51)]
+    await asyncio.sleep(0)  # queued, not yet committed
     await store.close()
-    types = [t for _, _, t in rows]
-    assert len(rows) <= 1000 and stats["thinned"] > 0
-    assert types[0] == "transaction.started" and types[-1] == "transaction.completed"
-    with sqlite3.connect(tmp_path / "edge.sqlite") as db:
-        last = db.execute("SELECT max(id) FROM outbox WHERE type = 'meter.values'").fetchone()[0]
-        assert last is not None
+    assert all(r.session_id for r in await asyncio.gather(*pending))
+    assert db_rows(store.path, "SELECT count(*) FROM sessions") == [(50,)]
+    with pytest.raises(StoreClosed):
+        await store.record(start16())
+
+
+# -- queries --------------------------------------------------------------------------
+
+
+async def test_queries_list_sessions_stations_and_connectors(store: Store) -> None:
+    s1 = (await store.record(start16(1))).session_id or 0
+    await store.record(start16(2, station="CP2"))
+    await store.record(stop16(s1))
+    await store.record(StationConnected("CP1", OcppVersion.V201, T0))
+    await store.record(ConnectorStatusChanged("CP1", T0, 1, "Charging", None, None, {}))
+    newest = await store.read(lambda c: queries.list_sessions(c, active=None, limit=5))
+    assert [s.station for s in newest] == ["CP2", "CP1"]
+    done = await store.read(lambda c: queries.list_sessions(c, active=False, limit=5))
+    assert [s.id for s in done] == [s1]
+    one = await store.read(lambda c: queries.list_sessions(c, active=None, limit=5, station="CP2"))
+    assert [s.station for s in one] == ["CP2"]
+    [station] = await store.read(queries.list_stations)
+    assert station["id"] == "CP1" and station["connected"] and station["ocpp_version"] == "2.0.1"
+    assert await store.read(queries.connector_statuses) == {"CP1": {1: "Charging"}}
+    stats = await store.read(lambda c: queries.outbox_stats(c, datetime.now(UTC)))
+    assert stats["backlog"] == 5 and stats["thinned"] == 0 and stats["oldest_age_s"] < 60
+
+
+# -- auth -----------------------------------------------------------------------------
 
 
 async def test_local_list_and_cache(store: Store) -> None:
-    entry = AuthEntry("T1", AuthStatus.BLOCKED, None, "P")
+    expiry = datetime(2027, 1, 1, tzinfo=UTC)
+    entry = AuthEntry("T1", AuthStatus.BLOCKED, expiry, "P")
     await store.write(lambda c: auth.put_tag(c, entry, "api"))
-    await store.write(lambda c: auth.sync_config_tags(c, [AuthEntry("C1", AuthStatus.ACCEPTED)]))
     await store.write(lambda c: auth.cache_put(c, AuthEntry("X", AuthStatus.ACCEPTED), T0))
     local, cached = await store.read(lambda c: auth.get_auth(c, "T1"))
     assert local == entry and cached is None
-    tags = await store.read(auth.list_tags)
-    assert [(t["id_tag"], t["source"]) for t in tags] == [("C1", "config"), ("T1", "api")]
-    assert (await store.read(lambda c: auth.get_auth(c, "X")))[1] is not None
+    assert (await store.read(lambda c: auth.get_auth(c, "X"))) == (
+        None,
+        AuthEntry("X", AuthStatus.ACCEPTED),
+    )
+    [tag] = await store.read(auth.list_tags)
+    assert tag == {
+        "id_tag": "T1",
+        "status": "Blocked",
+        "expiry": "2027-01-01T00:00:00.000Z",
+        "parent_id_tag": "P",
+        "source": "api",
+    }
+    version = await store.read(auth.local_list_version)
     assert await store.write(lambda c: auth.delete_tag(c, "T1"))
     assert not await store.write(lambda c: auth.delete_tag(c, "T1"))
-    assert await store.read(auth.local_list_version) >= 3
+    assert await store.read(auth.local_list_version) == version + 1
+    with pytest.raises(ValueError):
+        await store.write(lambda c: auth.put_tag(c, entry, "cloud"))
+
+
+async def test_config_tags_replace_config_entries_only(store: Store) -> None:
+    await store.write(lambda c: auth.put_tag(c, AuthEntry("API1", AuthStatus.ACCEPTED), "api"))
+    first = [AuthEntry("C1", AuthStatus.ACCEPTED), AuthEntry("C2", AuthStatus.BLOCKED)]
+    assert await store.write(lambda c: auth.sync_config_tags(c, first))
+    version = await store.read(auth.local_list_version)
+    assert not await store.write(lambda c: auth.sync_config_tags(c, first))
+    assert await store.read(auth.local_list_version) == version, "a restart changes nothing"
+    await store.write(lambda c: auth.sync_config_tags(c, first[:1]))
+    tags = await store.read(auth.list_tags)
+    assert [(t["id_tag"], t["source"]) for t in tags] == [("API1", "api"), ("C1", "config")]
+    assert await store.read(auth.local_list_version) == version + 1
+
+
+# -- retention ------------------------------------------------------------------------
 
 
 async def test_retention_prunes_old_journal_rows_but_keeps_sessions(store: Store) -> None:
-    from edge.store import retention
-
     sid = (await store.record(start16())).session_id
-    await store.record(MeterValuesReceived("CP1", T0, 1, energy(1), {}, session_id=sid))
+    await store.record(values16(sid, 1))
     await store.record(StationConnected("CP1", OcppVersion.V16, T0))
     with sqlite3.connect(store.path) as db:  # age the rows
         db.execute("UPDATE meter_values SET received_at = '2020-01-01T00:00:00.000Z'")
