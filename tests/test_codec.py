@@ -18,7 +18,8 @@ V16, V201, V21 = OcppVersion.V16, OcppVersion.V201, OcppVersion.V21
         ("not json", V201, "RpcFrameworkError", "-1"),
         ('{"a": 1}', V201, "RpcFrameworkError", "-1"),
         ('[2, 17, "Heartbeat", {}]', V201, "RpcFrameworkError", "-1"),
-        (f'[2, "{"x" * 37}", "Heartbeat", {{}}]', V16, "FormationViolation", None),
+        # readable but over-long id: answered with the id as sent
+        (f'[2, "{"x" * 37}", "Heartbeat", {{}}]', V16, "FormationViolation", "x" * 37),
         ('[2, "a1", "Heartbeat", []]', V16, "FormationViolation", "a1"),
         ('[2, "a1", "Heartbeat", []]', V201, "FormatViolation", "a1"),
         ('[9, "a1", {}]', V201, "MessageTypeNotSupported", "a1"),
@@ -57,7 +58,7 @@ def test_payload_rules_map_to_spec_codes() -> None:
         (
             {"connectorId": 1, "errorCode": "NoError", "status": "Available", "extra": 1},
             "FormationViolation",
-            "",
+            "extra",
         ),
     ]
     for payload, code, field in cases:
