@@ -180,3 +180,29 @@ async def test_every_reply_was_committed_first(site: RunningSite, station: Stati
         types = [r[0] for r in db.execute("SELECT type FROM outbox ORDER BY id")]
     assert rows == [("TX-A", "active")]
     assert types[-1] == "transaction.started" and "station.boot" in types
+
+
+async def test_a_started_that_arrives_after_its_ended_is_not_shown_active(
+    site: RunningSite,
+) -> None:
+    cs = await RawCharger.connect(site.url, "CP201", "2.0.1")
+    await cs.call("BootNotification", BOOT_2)
+
+    def event(kind: str, seq: int) -> dict[str, Any]:
+        return {
+            "eventType": kind,
+            "timestamp": f"2026-11-22T10:0{seq}:00Z",
+            "triggerReason": "Authorized" if kind == "Started" else "StopAuthorized",
+            "seqNo": seq,
+            "transactionInfo": {"transactionId": "LATE"},
+            "offline": True,
+            "evse": {"id": 1, "connectorId": 1},
+        }
+
+    assert (await cs.call("TransactionEvent", event("Ended", 1)))[0] == 3
+    assert (await cs.call("TransactionEvent", event("Started", 0)))[0] == 3
+    assert await get(site, "/api/v1/sessions?active=true") == []
+    assert site.daemon.registry.active_sessions("CP201") == []
+    [session] = await get(site, "/api/v1/sessions")
+    assert session["status"] == "completed" and session["seq_gaps"] == []
+    await cs.close()

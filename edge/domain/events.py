@@ -187,9 +187,11 @@ class Recorded:
     """What the store returns after committing an event.
 
     `session_id` is the gateway session the event belongs to (None if none);
-    for a 1.6 start it is the new local transactionId.
+    for a 1.6 start it is the new local transactionId. `active` says whether that
+    session is still running after the event (a 2.x Started can arrive after its Ended).
     """
 
     session_id: int | None = None
+    active: bool = True
     duplicate: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)

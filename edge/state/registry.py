@@ -134,7 +134,8 @@ class Registry:
                     event.status, event.error_code, event.timestamp or event.at
                 )
             case TransactionStarted() | TransactionUpdated() if recorded.session_id is not None:
-                self._track(event, recorded.session_id)
+                if recorded.active:
+                    self._track(event, recorded.session_id)
             case TransactionEnded() if recorded.session_id is not None:
                 self.sessions.pop(recorded.session_id, None)
             case MeterValuesReceived():

@@ -275,7 +275,7 @@ def _started_v2(conn: sqlite3.Connection, event: TransactionStarted, now: dateti
     if event.readings:
         _meter_row(conn, event.station, connector, tx.id, event.readings, now)
     _enqueue_started(conn, event, tx.id, now)
-    return Recorded(session_id=tx.id)
+    return Recorded(session_id=tx.id, active=tx.active)
 
 
 def _enqueue_started(
@@ -300,7 +300,7 @@ def _enqueue_started(
 class _TxSession:
     """The parts of a 2.x session row the journal folds events into."""
 
-    __slots__ = ("connector", "created", "gaps", "id", "notes", "seq_last")
+    __slots__ = ("active", "connector", "created", "gaps", "id", "notes", "seq_last")
 
     def __init__(self, row: tuple[Any, ...], created: bool = False) -> None:
         self.id: int = row[0]
@@ -308,6 +308,7 @@ class _TxSession:
         self.seq_last: int | None = row[2]
         self.gaps: tuple[int, ...] = tuple(orjson.loads(row[3])) if row[3] else ()
         self.notes: str | None = row[4]
+        self.active: bool = row[5] == "active"
         self.created = created
 
 
@@ -322,7 +323,7 @@ def _tx_session(
 ) -> _TxSession:
     """The session of a 2.x transaction id, created if this is the first we hear of it."""
     row = conn.execute(
-        "SELECT id, connector, seq_last, seq_gaps, notes FROM sessions"
+        "SELECT id, connector, seq_last, seq_gaps, notes, status FROM sessions"
         " WHERE station = ? AND transaction_id = ?",
         (station, tx_id),
     ).fetchone()
@@ -334,7 +335,9 @@ def _tx_session(
         " created_at, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
         (station, connector or 0, tx_id, iso_utc(at), notes_if_new, stamp, stamp),
     )
-    return _TxSession((int(cur.lastrowid or 0), connector or 0, None, None, notes_if_new), True)
+    return _TxSession(
+        (int(cur.lastrowid or 0), connector or 0, None, None, notes_if_new, "active"), True
+    )
 
 
 def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime) -> Recorded:
@@ -360,8 +363,11 @@ def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime)
             tx.id,
         ),
     )
-    # Hot path: no meter_values row and no second copy of the readings; `raw` carries
-    # every sampled value to the cloud (DESIGN.md §4.4), `energy_wh` the normalised one.
+    if event.readings:
+        # The journal keeps the readings for retention_days, also after delivery.
+        _meter_row(conn, event.station, connector, tx.id, event.readings, now)
+    # No second copy of the readings in the outbox: `raw` carries every sampled value to
+    # the cloud (DESIGN.md §4.4), `energy_wh` the normalised one.
     data = {
         "session_id": tx.id,
         "transaction_id": event.transaction_id,
@@ -375,7 +381,7 @@ def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime)
         "raw": event.raw,
     }
     _enqueue(conn, event.station, "transaction.updated", event.at, data, now, tx.id)
-    return Recorded(session_id=tx.id)
+    return Recorded(session_id=tx.id, active=tx.active)
 
 
 def _ended(conn: sqlite3.Connection, event: TransactionEnded, now: datetime) -> Recorded:
