@@ -211,7 +211,8 @@ def _config_get(v: OcppVersion, a: Args, rid: int) -> Outbound:
     if v.is_v2:
         if a.get("key") is None:
             raise BadCommand(
-                "key: required for OCPP 2.x (a full report, GetBaseReport, is not supported here)"
+                "key: a Component.Variable key is required for OCPP 2.x"
+                " (GetBaseReport is not supported here)"
             )
         key = _str(a, "key", "a Component.Variable key")
         return Outbound("GetVariables", {"getVariableData": [_component_variable(key)]})
