@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 
 class RawCharger:
@@ -26,6 +28,10 @@ class RawCharger:
         return cls(ws)
 
     async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the peer may die (kill -9 tests)
+            await self._read_frames()
+
+    async def _read_frames(self) -> None:
         async for data in self.ws:
             frame = orjson.loads(data)
             if frame[0] == 2:

@@ -102,4 +102,6 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> N
         assert proc.stop() == 0
     with sqlite3.connect(db) as conn:
         active = conn.execute("SELECT count(*) FROM sessions WHERE status = 'active'").fetchone()
+        connected = conn.execute("SELECT count(*) FROM stations WHERE connected = 1").fetchone()
     assert active[0] == len(stations) + 1
+    assert connected[0] == 0, "a clean stop leaves no station marked connected"

@@ -27,7 +27,7 @@ from edge.service.commands import StationCommands
 from edge.service.site import SiteService, utc_now
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
-from edge.store import queries, retention
+from edge.store import journal, queries, retention
 from edge.store.writer import Store
 
 log = structlog.get_logger("edge.daemon")
@@ -105,6 +105,7 @@ class Daemon:
         )
 
     async def _restore(self, store: Store) -> None:
+        await store.write(journal.reset_connections)
         stations = await store.read(queries.list_stations)
         active = await store.read(queries.active_sessions)
         self.registry.restore(stations, active)

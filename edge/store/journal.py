@@ -690,3 +690,8 @@ def thin(conn: sqlite3.Connection, excess: int) -> int:
         )
         log.warning("outbox.thinned", dropped=dropped)
     return dropped
+
+
+def reset_connections(conn: sqlite3.Connection) -> int:
+    """At start-up no charger is connected yet, whatever a crash left in the file."""
+    return conn.execute("UPDATE stations SET connected = 0 WHERE connected = 1").rowcount
