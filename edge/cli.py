@@ -70,12 +70,32 @@ def load(config: Path | None) -> Any:
         fail(str(exc), EXIT_CONFIG)
 
 
+def api_section(config: Path | None) -> dict[str, Any]:
+    """`[api]` of the config, read with tomllib alone: client commands must start fast
+    (`edge status` within 300 ms) and the daemon has validated the file already. A file
+    that does not parse goes through the full check, which reports it (exit 78)."""
+    import tomllib
+
+    from edge.config_file import resolve_path
+
+    path = resolve_path(config)
+    if path is None:
+        return {}
+    try:
+        section = tomllib.loads(path.read_text(encoding="utf-8")).get("api", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        load(config)  # exits 78 with every problem listed
+        return {}
+    return section if isinstance(section, dict) else {}
+
+
 def client(config: Path | None, api: str | None) -> Any:
     from edge.api.client import ApiClient
 
-    cfg = load(config)
-    url = api or f"http://{cfg.api.listen.replace('0.0.0.0', '127.0.0.1')}"
-    return ApiClient(url, token=cfg.api.token)
+    section = api_section(config)
+    listen = str(section.get("listen", "127.0.0.1:8080")).replace("0.0.0.0", "127.0.0.1")
+    token = section.get("token")
+    return ApiClient(api or f"http://{listen}", token=token if isinstance(token, str) else None)
 
 
 def call(fn: Any, *args: Any, **kwargs: Any) -> Any:

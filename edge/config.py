@@ -7,7 +7,6 @@ Every problem is reported at once as (key, message), the key in TOML notation
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 import zoneinfo
@@ -21,9 +20,9 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
+from edge.config_file import DEFAULT_PATH as DEFAULT_PATH
+from edge.config_file import resolve_path as resolve_path
 from edge.errors import ConfigError
-
-DEFAULT_PATH = Path("/etc/edge/edge.toml")
 
 Problem = tuple[str, str]
 
@@ -277,16 +276,6 @@ class Config(Section):
 
 
 # -- loading -------------------------------------------------------------------------------
-
-
-def resolve_path(path: Path | None) -> Path | None:
-    """--config, else $EDGE_CONFIG, else /etc/edge/edge.toml if it exists, else None."""
-    if path is not None:
-        return path
-    env = os.environ.get("EDGE_CONFIG")
-    if env:
-        return Path(env)
-    return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from edge import config as config_module
+from edge import config_file
 from edge.config import example_config_text, load_config, parse_config, resolve_path
 from edge.errors import ConfigError
 from tests.conftest import StartSite
@@ -136,7 +137,7 @@ def test_config_file_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     default, env, explicit = (tmp_path / f"{n}.toml" for n in ("default", "env", "explicit"))
     for path in (default, env, explicit):
         path.write_text(f'[site]\nid = "{path.stem}"\n')
-    monkeypatch.setattr(config_module, "DEFAULT_PATH", default)
+    monkeypatch.setattr(config_file, "DEFAULT_PATH", default)
     monkeypatch.delenv("EDGE_CONFIG", raising=False)
     assert load_config().site.id == "default"
     monkeypatch.setenv("EDGE_CONFIG", str(env))
