@@ -208,7 +208,10 @@ async def open_loop(
 
     await asyncio.gather(*(run(i, st) for i, st in enumerate(stations)))
     rtts.sort()
-    pick = lambda q: round(rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1000, 2)  # noqa: E731
+
+    def pick(q: float) -> float:
+        return round(rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1000, 2)
+
     return {
         "rate_per_station": rate,
         "messages": len(rtts),

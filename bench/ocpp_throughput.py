@@ -80,7 +80,8 @@ def loadgen(url: str, scenario: str, args: argparse.Namespace, **extra: Any) -> 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen {scenario} failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def idle_rss(url: str, pid: int, args: argparse.Namespace, compression: bool) -> float:
@@ -107,10 +108,12 @@ def idle_rss(url: str, pid: int, args: argparse.Namespace, compression: bool) ->
     after = rss_kb(pid)
     gen.stdin.close()
     gen.wait(60)
-    return round((after - before) / args.stations, 1)
+    return round((after - before) / int(args.stations), 1)
 
 
-def start_baseline() -> tuple[subprocess.Popen[str], str]:
+def start_baseline(compression: bool = True) -> tuple[subprocess.Popen[str], str]:
+    """Spawn the ocpp-library baseline; websockets' default offers deflate, so the
+    generator alone decides whether it is negotiated."""
     port = free_port()
     proc = subprocess.Popen(
         [PY, str(HERE / "baseline_csms.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
@@ -120,7 +123,10 @@ def start_baseline() -> tuple[subprocess.Popen[str], str]:
     return proc, f"ws://127.0.0.1:{port}/ocpp"
 
 
-def start_edge(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str, float]:
+def start_edge(
+    tmp: Path, compression: bool = True
+) -> tuple[subprocess.Popen[bytes], str, str, float]:
+    """Spawn `edge run` on free ports; return it, its OCPP and API URLs, seconds to ready."""
     port, api = free_port(), free_port()
     cfg = tmp / "bench.toml"
     cfg.write_text(f"""
@@ -133,7 +139,7 @@ allow_unknown_stations = true
 unknown_station_boot = "accepted"
 heartbeat_interval = 3600
 ping_interval_s = 0
-compression = true
+compression = {"true" if compression else "false"}
 [api]
 listen = "127.0.0.1:{api}"
 [store]
@@ -185,7 +191,7 @@ def memory(start: Any, args: argparse.Namespace) -> dict[str, float]:
     reused and hide the cost."""
     out = {}
     for key, deflate in (("rss_kb_per_station", False), ("rss_kb_per_station_deflate", True)):
-        proc, url = start()
+        proc, url = start(deflate)
         try:
             time.sleep(0.5)
             out[key] = idle_rss(url, proc.pid, args, compression=deflate)
@@ -226,12 +232,14 @@ def main() -> None:
             edge.terminate()
             edge.wait(30)
 
-    def fresh_edge() -> tuple[subprocess.Popen[bytes], str]:
-        d = Path(tempfile.mkdtemp(prefix="edge-bench-mem-"))
-        proc, url, _, _ = start_edge(d)
-        return proc, url
+    with tempfile.TemporaryDirectory(prefix="edge-bench-mem-") as tmp:
 
-    results["edge"].update(memory(fresh_edge, args))
+        def fresh_edge(compression: bool) -> tuple[subprocess.Popen[bytes], str]:
+            d = Path(tempfile.mkdtemp(dir=tmp))
+            proc, url, _, _ = start_edge(d, compression)
+            return proc, url
+
+        results["edge"].update(memory(fresh_edge, args))
     results["targets"] = targets(results)
     report(results)
 
