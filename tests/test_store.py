@@ -419,3 +419,19 @@ async def test_retention_prunes_old_journal_rows_but_keeps_sessions(store: Store
     assert pruned["meter_values"] == 1 and pruned["events"] == 1
     assert await store.read(lambda c: queries.get_session(c, sid or 0)) is not None
     assert len(outbox(store.path)) == 3, "undelivered records are not the journal's to prune"
+
+
+async def test_session_energy_uses_the_outlet_register_not_the_inlet(store: Store) -> None:
+    sid = (await store.record(start16(meter=1000.0))).session_id
+    both = (
+        MeterReading(
+            T0,
+            (
+                MeterSample("Energy.Active.Import.Register", 1500.0, "Wh", location="Outlet"),
+                MeterSample("Energy.Active.Import.Register", 9.9, "kWh", location="Inlet"),
+            ),
+        ),
+    )
+    await store.record(MeterValuesReceived("CP1", T0, 1, both, {}, session_id=sid))
+    session = await store.read(lambda c: queries.get_session(c, sid or 0))
+    assert session is not None and session.energy_wh == 500.0

@@ -9,11 +9,13 @@ inside `raw` and are parsed into the typed fields where the model needs them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from edge.domain.station import OcppVersion, StationIdentity
+from edge.domain.units import to_wh
 
 Json = dict[str, Any]
 
@@ -77,6 +79,23 @@ class MeterReading:
 
     timestamp: datetime
     samples: tuple[MeterSample, ...]
+
+
+ENERGY_IMPORT = "Energy.Active.Import.Register"
+
+
+def energy_import_wh(readings: Iterable[MeterReading]) -> float | None:
+    """The last whole-meter import register among readings, in Wh (None if absent).
+
+    Only the total (no phase) at the outlet counts: a charger may also report its grid
+    inlet, and mixing the two would make a session's energy wrong.
+    """
+    found: float | None = None
+    for reading in readings:
+        for s in reading.samples:
+            if s.measurand == ENERGY_IMPORT and s.phase is None and s.location in (None, "Outlet"):
+                found = to_wh(s.value, s.unit)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,12 @@ from edge.domain.events import (
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
+    energy_import_wh,
 )
 from edge.domain.station import OcppVersion, StationIdentity
 from edge.domain.units import iso_utc, parse_time
 from edge.ocpp.connection import Handler
-from edge.ocpp.readings import energy_import_wh, readings_v2
+from edge.ocpp.readings import readings_v2
 from edge.ocpp.site import Site, journal_only
 
 Payload = dict[str, Any]

@@ -7,10 +7,9 @@ from typing import Any
 
 import structlog
 
-from edge.domain.events import MeterReading, MeterSample
-from edge.domain.units import parse_time, to_wh
+from edge.domain.events import ENERGY_IMPORT, MeterReading, MeterSample
+from edge.domain.units import parse_time
 
-ENERGY_IMPORT = "Energy.Active.Import.Register"
 log = structlog.get_logger("edge.ocpp")
 
 
@@ -61,13 +60,3 @@ def readings_v2(meter_values: Iterable[dict[str, Any]]) -> tuple[MeterReading, .
             )
         out.append(MeterReading(parse_time(mv["timestamp"]), tuple(samples)))
     return tuple(out)
-
-
-def energy_import_wh(readings: Iterable[MeterReading]) -> float | None:
-    """The last total (no phase) import register reading, in Wh, or None."""
-    found: float | None = None
-    for reading in readings:
-        for s in reading.samples:
-            if s.measurand == ENERGY_IMPORT and s.phase is None and s.location in (None, "Outlet"):
-                found = to_wh(s.value, s.unit)
-    return found

@@ -29,17 +29,16 @@ from edge.domain.events import (
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
+    energy_import_wh,
 )
 from edge.domain.session import track_seq
 from edge.domain.units import iso_utc as _iso_utc
-from edge.domain.units import to_wh
 
 log = structlog.get_logger("edge.store")
 
 # The same instants are formatted several times per record (event time, batch time).
 iso_utc = functools.lru_cache(maxsize=4096)(_iso_utc)
 
-ENERGY_IMPORT = "Energy.Active.Import.Register"
 # Intermediate values: the cap on the outbox may drop these, never anything else (DESIGN.md §2).
 DROPPABLE = frozenset({"meter.values", "transaction.updated"})
 
@@ -88,16 +87,6 @@ def record(conn: sqlite3.Connection, event: Event, now: datetime) -> Recorded:
         case StationNotified():
             return _notified(conn, event, now)
     raise TypeError(f"not an event: {event!r}")
-
-
-def last_energy_wh(readings: tuple[MeterReading, ...]) -> float | None:
-    """The last whole-meter import register among readings, in Wh."""
-    found = None
-    for reading in readings:
-        for s in reading.samples:
-            if s.measurand == ENERGY_IMPORT and s.phase is None:
-                found = to_wh(s.value, s.unit)
-    return found
 
 
 def readings_json(readings: tuple[MeterReading, ...]) -> list[Json]:
@@ -264,7 +253,7 @@ def _started_v2(conn: sqlite3.Connection, event: TransactionStarted, now: dateti
             event.id_tag,
             iso_utc(event.started_at),
             event.meter_start_wh,
-            last_energy_wh(event.readings),
+            energy_import_wh(event.readings),
             int(event.offline),
             seq_last,
             _gaps_json(gaps),
@@ -343,7 +332,7 @@ def _tx_session(
 def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime) -> Recorded:
     tx = _tx_session(conn, event.station, event.transaction_id, event.connector, event.at, now)
     seq_last, gaps = track_seq(tx.seq_last, tx.gaps, event.seq_no)
-    energy = last_energy_wh(event.readings)
+    energy = energy_import_wh(event.readings)
     connector = tx.connector or event.connector or 0
     if connector != tx.connector:
         # Rare (created by an event without EVSE); kept out of the hot UPDATE because
@@ -400,7 +389,7 @@ def _ended(conn: sqlite3.Connection, event: TransactionEnded, now: datetime) -> 
     connector = prior[3] or event.connector or 0
     meter_stop = event.meter_stop_wh
     if meter_stop is None:
-        meter_stop = last_energy_wh(event.readings)
+        meter_stop = energy_import_wh(event.readings)
     if meter_stop is None:
         meter_stop = prior[2]
     conn.execute(
@@ -495,7 +484,7 @@ def _ended_v16_session(
 
 
 def _meter_values(conn: sqlite3.Connection, event: MeterValuesReceived, now: datetime) -> Recorded:
-    energy = last_energy_wh(event.readings)
+    energy = energy_import_wh(event.readings)
     session_id = event.session_id
     if session_id is not None:
         # 1.6 transactionId: ours only if it names a session of this station.
