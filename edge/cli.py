@@ -336,7 +336,6 @@ def _simple_reader(path: str, title: str) -> Any:
     return command
 
 
-app.command("meters")(_simple_reader("/api/v1/meters", "Meters"))
 app.command("uplink")(_simple_reader("/api/v1/uplink", "Uplink"))
 app.command("v2g")(_simple_reader("/api/v1/v2g", "V2G"))
 
@@ -637,22 +636,8 @@ def doctor(config: Path | None = ConfigOpt, api: str | None = ApiOpt) -> None:
     raise typer.Exit(EXIT_FAIL if failed else EXIT_OK)
 
 
-@profiles_app.command("list")
-def profiles_list() -> None:
-    """Hardware profiles shipped with edge."""
-    root = Path(__file__).resolve().parent.parent / "hardware"
-    files = sorted(root.glob("*/*.toml")) if root.is_dir() else []
-    if not files:
-        typer.echo("no hardware profiles installed yet")
-        return
-    for f in files:
-        typer.echo(f"{f.parent.name}/{f.stem}")
-
-
-@profiles_app.command("check")
-def profiles_check(path: Path = typer.Argument(...)) -> None:
-    """Validate a hardware profile file."""
-    fail(f"{path}: profile checking arrives with the meter profiles", EXIT_FAIL)
+# The meter and profile commands live in their own module; it registers them on `app`.
+from edge import cli_meters  # noqa: E402, F401
 
 
 def main() -> int:

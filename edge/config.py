@@ -195,7 +195,17 @@ class MeterConfig(Section):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     unit: Annotated[int, Field(ge=1, le=247)] = 1  # Modbus unit ids 248..255 are reserved
-    poll_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
+    # None: 1 s for the grid meter (the load balancer's input), 5 s for the others
+    poll_interval_s: Annotated[float, Field(ge=0.1, le=3600)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    journal_interval_s: Annotated[float, Field(ge=1, le=86400)] = 10.0
+
+    @property
+    def interval_s(self) -> float:
+        """The poll interval, with the role's default."""
+        if self.poll_interval_s is not None:
+            return self.poll_interval_s
+        return 1.0 if self.role == "grid" else 5.0
 
 
 class LoadConfig(Section):
@@ -518,12 +528,65 @@ def _is_loopback(host: str) -> bool:
 
 
 def _meter_checks(meters: list[tuple[int, dict[str, Any]]]) -> Iterator[Problem]:
+    buses: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
     for i, meter in meters:
         transport = _get(meter, MeterConfig, "transport")
         if transport in ("tcp", "rtu-over-tcp") and not meter.get("host"):
             yield f"meters[{i}].host", f"required for transport {transport!r}, e.g. 192.0.2.10"
         if transport == "rtu" and not meter.get("device"):
             yield f"meters[{i}].device", "required for transport 'rtu', e.g. /dev/ttyUSB0"
+        if isinstance(meter.get("profile"), str):
+            yield from _profile_check(i, meter["profile"])
+        bus = _bus_key(meter, transport)
+        unit = _get(meter, MeterConfig, "unit")
+        if bus is None:
+            continue
+        if (*bus, unit) in buses:
+            j = buses[(*bus, unit)][0]
+            yield f"meters[{i}].unit", f"unit {unit} on this bus is already meters[{j}]"
+        buses[(*bus, unit)] = (i, meter)
+        yield from _line_settings(i, meter, bus, buses)
+
+
+def _bus_key(meter: dict[str, Any], transport: Any) -> tuple[Any, ...] | None:
+    if transport == "rtu":
+        return ("rtu", meter["device"]) if meter.get("device") else None
+    if meter.get("host"):
+        return (transport, meter["host"], _get(meter, MeterConfig, "port"))
+    return None
+
+
+def _line_settings(
+    i: int,
+    meter: dict[str, Any],
+    bus: tuple[Any, ...],
+    seen: dict[tuple[Any, ...], tuple[int, dict[str, Any]]],
+) -> Iterator[Problem]:
+    """Meters on one RS-485 line must agree on its settings: one client serves them all."""
+    if bus[0] != "rtu":
+        return
+    for key, (j, other) in seen.items():
+        if key[: len(bus)] != bus or j == i:
+            continue
+        for name in ("baudrate", "parity", "stopbits"):
+            mine, theirs = _get(meter, MeterConfig, name), _get(other, MeterConfig, name)
+            if mine != theirs:
+                yield (
+                    f"meters[{i}].{name}",
+                    f"{mine!r} differs from meters[{j}] ({theirs!r}) on the same line {bus[1]}",
+                )
+        return
+
+
+def _profile_check(i: int, name: str) -> Iterator[Problem]:
+    # Imported here: the profile loader is only needed when meters are configured.
+    from edge.modbus.profile import ProfileError, load_profile
+
+    try:
+        load_profile(name)
+    except ProfileError as exc:
+        detail = "; ".join(f"{key}: {msg}" for key, msg in exc.problems[:3])
+        yield f"meters[{i}].profile", f"{name!r}: {detail}"
 
 
 def _load_checks(load: dict[str, Any]) -> Iterator[Problem]:

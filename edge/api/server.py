@@ -14,6 +14,7 @@ from edge.errors import (
     BadCommand,
     CommandFailed,
     CommandTimeout,
+    DeviceError,
     EdgeError,
     StationNotConnected,
     UnknownStation,
@@ -29,6 +30,7 @@ ERRORS: tuple[tuple[type[EdgeError], int, str], ...] = (
     (CommandTimeout, 504, "timeout"),
     (CommandFailed, 502, "charger_error"),
     (BadCommand, 400, "bad_request"),
+    (DeviceError, 502, "device_error"),
 )
 
 
@@ -161,6 +163,22 @@ async def command(request: web.Request) -> web.Response:
     return json_response(result)
 
 
+async def meter(request: web.Request) -> web.Response:
+    meter_id = request.match_info["id"]
+    found = next((m for m in _backend(request).meters() if m["id"] == meter_id), None)
+    if found is None:
+        return error(404, "unknown_meter", f"{meter_id}: no such meter in [[meters]]")
+    return json_response(found)
+
+
+async def read_meter(request: web.Request) -> web.Response:
+    meter_id = request.match_info["id"]
+    try:
+        return json_response(await _backend(request).read_meter(meter_id))
+    except KeyError:
+        return error(404, "unknown_meter", f"{meter_id}: no such meter in [[meters]]")
+
+
 async def tags(request: web.Request) -> web.Response:
     return json_response(await _backend(request).auth_tags())
 
@@ -200,6 +218,8 @@ def create_app(backend: Backend, *, token: str | None) -> web.Application:
     app.router.add_get("/api/v1/sessions", sessions)
     app.router.add_get("/api/v1/sessions/{id}", session)
     app.router.add_get("/api/v1/meters", _reader(lambda b: b.meters()))
+    app.router.add_get("/api/v1/meters/{id}", meter)
+    app.router.add_post("/api/v1/meters/{id}/read", read_meter)
     app.router.add_get("/api/v1/uplink", _reader(lambda b: b.uplink()))
     app.router.add_get("/api/v1/v2g", _reader(lambda b: b.v2g()))
     app.router.add_get("/api/v1/auth/tags", tags)

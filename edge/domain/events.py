@@ -98,6 +98,24 @@ def energy_import_wh(readings: Iterable[MeterReading]) -> float | None:
     return found
 
 
+CURRENT_IMPORT = "Current.Import"
+
+
+def current_import_a(readings: Iterable[MeterReading]) -> float | None:
+    """What the EV draws now, in A summed over phases, from the newest reading that has
+    Current.Import at the outlet (None if the charger does not report it)."""
+    found: float | None = None
+    for reading in readings:
+        phases: dict[str | None, float] = {}
+        for s in reading.samples:
+            if s.measurand == CURRENT_IMPORT and s.location in (None, "Outlet"):
+                phases[s.phase] = s.value
+        if phases:
+            per_phase = [v for p, v in phases.items() if p is not None and p.startswith("L")]
+            found = sum(per_phase) if per_phase else phases.get(None, 0.0)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class TransactionStarted:
     """1.6 StartTransaction or 2.x TransactionEvent(Started).

@@ -11,6 +11,7 @@ from edge.domain.units import parse_time
 from edge.errors import BadCommand
 from edge.metrics import Metrics
 from edge.service.commands import StationCommands
+from edge.service.meters import MeterService
 from edge.service.site import SiteService
 from edge.store import auth as auth_store
 from edge.store import queries
@@ -19,10 +20,17 @@ from edge.store import queries
 class DaemonBackend:
     """Read models over the registry and the store; commands through `StationCommands`."""
 
-    def __init__(self, site: SiteService, commands: StationCommands, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        site: SiteService,
+        commands: StationCommands,
+        metrics: Metrics,
+        meters: MeterService | None = None,
+    ) -> None:
         self.site = site
         self.commands = commands
         self.metrics = metrics
+        self.meter_service = meters
         self.started = time.monotonic()
         self.listening = False
         self.outbox: dict[str, Any] = {"backlog": 0, "oldest_age_s": None, "thinned": 0}
@@ -35,6 +43,7 @@ class DaemonBackend:
         """DESIGN.md §4.6 status."""
         counts = self.site.registry.counts()
         load = self.config.load
+        import_a, unknown = self._grid_import()
         return {
             "site": self.config.site.id,
             "version": __version__,
@@ -43,7 +52,8 @@ class DaemonBackend:
             "sessions": {"active": counts["active_sessions"]},
             "load": {
                 "grid_limit_a": load.grid_limit_a,
-                "import_a": [None, None, None],
+                "import_a": import_a,
+                "load_unknown": unknown,
                 "ev_allocated_a": None,
                 "failsafe": False,
             },
@@ -106,7 +116,24 @@ class DaemonBackend:
         return bool(deleted)
 
     def meters(self) -> list[dict[str, Any]]:
-        return []
+        return self.meter_service.to_json() if self.meter_service else []
+
+    async def read_meter(self, meter_id: str) -> dict[str, Any]:
+        if self.meter_service is None:
+            raise KeyError(meter_id)
+        return await self.meter_service.read_now(meter_id)
+
+    def _grid_import(self) -> tuple[list[float | None], bool]:
+        """Per-phase import at the grid connection, and whether it is unknown (DESIGN.md §3:
+        a stale or frozen meter, or none, counts as unknown load)."""
+        service = self.meter_service
+        grid = service.board.by_role("grid") if service else []
+        if service is None or not grid:
+            return [None, None, None], self.config.load.grid_limit_a is not None
+        sample = service.board.trusted(grid[0], self.site.now())
+        if sample is None:
+            return [None, None, None], True
+        return sample.phase_values("current"), False
 
     def uplink(self) -> dict[str, Any]:
         return {

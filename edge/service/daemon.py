@@ -25,6 +25,7 @@ from edge.ocpp import schemas
 from edge.ocpp.server import OcppServer, ServerSettings
 from edge.service.backend import DaemonBackend
 from edge.service.commands import StationCommands
+from edge.service.meters import MeterService
 from edge.service.site import SiteService, utc_now
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
@@ -70,6 +71,7 @@ class Daemon:
         self.store: Store | None = None
         self.server: OcppServer | None = None
         self.backend: DaemonBackend | None = None
+        self.meters: MeterService | None = None
         self.api_runner: object | None = None
         self.api_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,12 +92,14 @@ class Daemon:
         await site.refresh_tag_count()
         self.server = OcppServer(server_settings(self.config), site, self.metrics)
         commands = StationCommands(self.server, self.registry, functools.partial(local_list, store))
-        self.backend = DaemonBackend(site, commands, self.metrics)
+        self.meters = MeterService(self.config, store, utc_now, self.registry.ev_current_a)
+        self.backend = DaemonBackend(site, commands, self.metrics, self.meters)
         app = create_app(self.backend, token=self.config.api.token)
         self.api_runner = runner = await start_api(app, self.config.api.listen)
         self.api_port = bound_port(runner)
         await self.server.start()
         self.backend.listening = True
+        self.meters.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(warm_validators(), name="warm-validators"))
         log.info(
@@ -154,6 +158,8 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.meters is not None:
+            await self.meters.stop()
         if self.server is not None:
             await self.server.stop()
         if self.api_runner is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from edge.config import Config
 
@@ -23,9 +26,10 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
         ready = api.get("/health/ready")
         stations = {s["id"]: s for s in api.get("/api/v1/stations")}
         uplink = api.get("/api/v1/uplink")
-        meters = api.get("/api/v1/meters")
     except DaemonUnreachable as exc:
         yield False, f"daemon: {exc}; start it with `systemctl start edge` or `edge run`"
+        # The meters can still be read: nothing else holds their bus.
+        yield from meter_checks(config, _direct_reads(config))
         return
     except ApiError as exc:
         yield False, f"daemon answered {exc.status}: {exc.message}"
@@ -49,8 +53,7 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                     f"ws://<this controller>:{config.ocpp.port}{config.ocpp.path}/{st.id}"
                 ),
             )
-    for m in meters:
-        yield bool(m.get("ok")), f"meter {m.get('id')}: {'ok' if m.get('ok') else 'failing'}"
+    yield from meter_checks(config, functools.partial(_daemon_read, api))
     if config.uplink.mode != "none":
         yield (
             bool(uplink.get("connected")),
@@ -60,6 +63,67 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                 f" ({uplink.get('last_error') or 'no error'})"
             ),
         )
+
+
+MeterRead = Callable[[str], dict[str, Any]]
+
+
+def meter_checks(config: Config, read: MeterRead) -> Iterator[Check]:
+    """Read each meter once and judge the values (DESIGN.md §4.1 `edge doctor`)."""
+    for m in config.meters:
+        where = f"{m.transport} {m.host or m.device}{f':{m.port}' if m.host else ''} unit {m.unit}"
+        head = f"meter {m.id} ({m.role}, {m.profile}, {where})"
+        try:
+            result = read(m.id)
+        except Exception as exc:  # every failure is the check's answer, not a crash
+            yield False, f"{head}: no reading: {exc}; check wiring, address, unit id and baud rate"
+            continue
+        values = result.get("values", {})
+        yield True, f"{head}: {describe(values)} ({result.get('read_ms')} ms)"
+        for problem in result.get("problems", []):
+            yield False, f"meter {m.id}: implausible: {problem}"
+
+
+def describe(values: dict[str, float]) -> str:
+    """A reading in one line: volts, amps, kW, energy, Hz."""
+    parts: list[str] = []
+    volts = [values.get(f"voltage_l{i}") for i in (1, 2, 3)]
+    amps = [values.get(f"current_l{i}") for i in (1, 2, 3)]
+    if any(v is not None for v in volts):
+        parts.append("/".join(f"{v:.1f}" for v in volts if v is not None) + " V")
+    if any(a is not None for a in amps):
+        parts.append("/".join(f"{a:.2f}" for a in amps if a is not None) + " A")
+    if "power" in values:
+        parts.append(f"{values['power'] / 1000:.2f} kW")
+    for name in ("import_wh", "export_wh"):
+        if name in values:
+            parts.append(f"{name.split('_')[0]} {values[name] / 1000:.1f} kWh")
+    if "frequency" in values:
+        parts.append(f"{values['frequency']:.2f} Hz")
+    return ", ".join(parts) or "no values"
+
+
+def _daemon_read(api: Any, meter_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = api.post(f"/api/v1/meters/{quote(meter_id, safe='')}/read")
+    return result
+
+
+def _direct_reads(config: Config) -> MeterRead:
+    """Read meters from this process, as the daemon would (it is not running)."""
+    from edge.service.meters import MeterService
+    from edge.service.site import utc_now
+
+    def read(meter_id: str) -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
+            service = MeterService(config, None, utc_now)
+            try:
+                return await service.read_now(meter_id)
+            finally:
+                await service.stop()
+
+        return asyncio.run(once())
+
+    return read
 
 
 def _clock() -> Iterator[Check]:

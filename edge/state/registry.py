@@ -14,6 +14,7 @@ from typing import Any
 from edge.domain.events import (
     ConnectorStatusChanged,
     Event,
+    MeterReading,
     MeterValuesReceived,
     Recorded,
     StationBooted,
@@ -22,6 +23,7 @@ from edge.domain.events import (
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
+    current_import_a,
 )
 from edge.domain.session import Session
 from edge.domain.station import OcppVersion, StationIdentity
@@ -58,6 +60,7 @@ class StationState:
     connectors: dict[int, ConnectorState] = field(default_factory=dict)
     limit_a: float | None = None
     limit_reason: str | None = None
+    current_a: float | None = None  # what its EVs draw, summed over phases (Current.Import)
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md §4.6 station shape."""
@@ -136,10 +139,19 @@ class Registry:
             case TransactionStarted() | TransactionUpdated() if recorded.session_id is not None:
                 if recorded.active:
                     self._track(event, recorded.session_id)
+                self._current(st, event.readings)
             case TransactionEnded() if recorded.session_id is not None:
                 self.sessions.pop(recorded.session_id, None)
+                if not self.active_sessions(st.id):
+                    st.current_a = 0.0
             case MeterValuesReceived():
-                pass
+                self._current(st, event.readings)
+
+    @staticmethod
+    def _current(st: StationState, readings: tuple[MeterReading, ...]) -> None:
+        drawn = current_import_a(readings)
+        if drawn is not None:
+            st.current_a = drawn
 
     def _track(self, event: TransactionStarted | TransactionUpdated, session_id: int) -> None:
         if session_id in self.sessions:
@@ -154,6 +166,10 @@ class Registry:
         """Active sessions, of one station or all, oldest first."""
         found = [s for s in self.sessions.values() if station_id in (None, s.station)]
         return sorted(found, key=lambda s: s.id)
+
+    def ev_current_a(self) -> float:
+        """What all EVs draw now as their chargers last reported it (A, phases summed)."""
+        return sum(st.current_a or 0.0 for st in self.stations.values() if st.connected)
 
     def counts(self) -> dict[str, int]:
         """Known and connected stations, active sessions."""

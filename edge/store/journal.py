@@ -126,7 +126,7 @@ def _connected(conn: sqlite3.Connection, event: StationConnected, now: datetime)
     )
     data = {"ocpp_version": event.ocpp_version.value, "remote": event.remote}
     _event_row(conn, event.station, "station.connected", event.at, data)
-    _enqueue(conn, event.station, "station.connected", event.at, data, now)
+    enqueue(conn, event.station, "station.connected", event.at, data, now)
     return Recorded()
 
 
@@ -138,7 +138,7 @@ def _disconnected(conn: sqlite3.Connection, event: StationDisconnected, now: dat
     )
     data = {"reason": event.reason}
     _event_row(conn, event.station, "station.disconnected", event.at, data)
-    _enqueue(conn, event.station, "station.disconnected", event.at, data, now)
+    enqueue(conn, event.station, "station.disconnected", event.at, data, now)
     return Recorded()
 
 
@@ -162,7 +162,7 @@ def _booted(conn: sqlite3.Connection, event: StationBooted, now: datetime) -> Re
         "raw": event.raw,
     }
     _event_row(conn, event.station, "station.boot", event.at, data)
-    _enqueue(conn, event.station, "station.boot", event.at, data, now)
+    enqueue(conn, event.station, "station.boot", event.at, data, now)
     return Recorded()
 
 
@@ -190,14 +190,14 @@ def _status_changed(
         "timestamp": iso_utc(event.timestamp) if event.timestamp else None,
         "raw": event.raw,
     }
-    _enqueue(conn, event.station, "station.status", event.at, data, now)
+    enqueue(conn, event.station, "station.status", event.at, data, now)
     return Recorded()
 
 
 def _notified(conn: sqlite3.Connection, event: StationNotified, now: datetime) -> Recorded:
     data = {"action": event.action, "raw": event.raw}
     _event_row(conn, event.station, event.kind, event.at, data)
-    _enqueue(conn, event.station, event.kind, event.at, data, now)
+    enqueue(conn, event.station, event.kind, event.at, data, now)
     return Recorded()
 
 
@@ -283,7 +283,7 @@ def _enqueue_started(
         "readings": readings_json(event.readings),
         "raw": event.raw,
     }
-    _enqueue(conn, event.station, "transaction.started", event.at, data, now, session_id)
+    enqueue(conn, event.station, "transaction.started", event.at, data, now, session_id)
 
 
 class _TxSession:
@@ -369,7 +369,7 @@ def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime)
         "energy_wh": energy,
         "raw": event.raw,
     }
-    _enqueue(conn, event.station, "transaction.updated", event.at, data, now, tx.id)
+    enqueue(conn, event.station, "transaction.updated", event.at, data, now, tx.id)
     return Recorded(session_id=tx.id, active=tx.active)
 
 
@@ -428,7 +428,7 @@ def _ended(conn: sqlite3.Connection, event: TransactionEnded, now: datetime) -> 
         "notes": notes,
         "raw": event.raw,
     }
-    _enqueue(conn, event.station, "transaction.completed", event.at, data, now, session_id)
+    enqueue(conn, event.station, "transaction.completed", event.at, data, now, session_id)
     return Recorded(session_id=session_id, notes=_notes(notes))
 
 
@@ -516,7 +516,7 @@ def _meter_values(conn: sqlite3.Connection, event: MeterValuesReceived, now: dat
         "energy_wh": energy,
         "raw": event.raw,
     }
-    _enqueue(conn, event.station, "meter.values", event.at, data, now, session_id)
+    enqueue(conn, event.station, "meter.values", event.at, data, now, session_id)
     return Recorded(session_id=session_id)
 
 
@@ -564,7 +564,7 @@ def _event_row(
     )
 
 
-def _enqueue(
+def enqueue(
     conn: sqlite3.Connection,
     station: str | None,
     kind: str,

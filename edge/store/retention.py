@@ -17,7 +17,13 @@ def prune(conn: sqlite3.Connection, before: datetime, now: datetime) -> dict[str
     cutoff = iso_utc(before)
     meters = conn.execute("DELETE FROM meter_values WHERE received_at < ?", (cutoff,)).rowcount
     events = conn.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+    site = conn.execute("DELETE FROM site_meter_samples WHERE taken_at < ?", (cutoff,)).rowcount
     cache = conn.execute(
         "DELETE FROM auth_cache WHERE expiry IS NOT NULL AND expiry < ?", (iso_utc(now),)
     ).rowcount
-    return {"meter_values": meters, "events": events, "auth_cache": cache}
+    return {
+        "meter_values": meters,
+        "events": events,
+        "site_meter_samples": site,
+        "auth_cache": cache,
+    }

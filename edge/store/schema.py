@@ -60,6 +60,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
     """,
+    # 2: site meters (Modbus), journaled downsampled.
+    """
+    CREATE TABLE site_meter_samples (
+        id INTEGER PRIMARY KEY, meter TEXT NOT NULL, taken_at TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX site_meter_samples_meter ON site_meter_samples (meter, taken_at);
+    CREATE INDEX site_meter_samples_time ON site_meter_samples (taken_at);
+    """,
 )
 
 
