@@ -8,6 +8,7 @@ bits, parity, stop bits per byte), which makes RTU timing measurable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -20,13 +21,14 @@ class SerialLink:
 
     def __init__(self, baudrate: int | None = None, bits_per_char: int = 10) -> None:
         self._masters: list[int] = []
+        self._slaves: list[int] = []
         self.paths: list[str] = []
         for _ in range(2):
             master, slave = os.openpty()
             tty.setraw(slave)
             self._masters.append(master)
+            self._slaves.append(slave)
             self.paths.append(os.ttyname(slave))
-            self._slaves = [*getattr(self, "_slaves", []), slave]
         self.char_s = bits_per_char / baudrate if baudrate else 0.0
         self.bytes = 0
         self._stop = threading.Event()
@@ -71,7 +73,5 @@ class SerialLink:
         self._stop.set()
         self._thread.join(timeout=1)
         for fd in [*self._masters, *self._slaves]:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
