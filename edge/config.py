@@ -585,8 +585,15 @@ def _profile_check(i: int, name: str) -> Iterator[Problem]:
     try:
         load_profile(name)
     except ProfileError as exc:
-        detail = "; ".join(f"{key}: {msg}" for key, msg in exc.problems[:3])
-        yield f"meters[{i}].profile", f"{name!r}: {detail}"
+        key, msg = exc.problems[0]
+        if key == "profile":
+            yield f"meters[{i}].profile", msg
+        else:
+            more = f" and {len(exc.problems) - 1} more" if len(exc.problems) > 1 else ""
+            yield (
+                f"meters[{i}].profile",
+                f"{exc.source}: {key}: {msg}{more}; run `edge profiles check {exc.source}`",
+            )
 
 
 def _load_checks(load: dict[str, Any]) -> Iterator[Problem]:

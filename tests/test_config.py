@@ -197,6 +197,12 @@ def test_an_api_on_loopback_needs_no_token(listen: str) -> None:
     assert parse_config(f'[api]\nlisten = "{listen}"\n').api.listen == listen
 
 
+NO_PROFILE_P = (
+    "no such profile 'p'; `edge profiles list` shows the shipped ones; "
+    "or give a path to a .toml file"
+)
+
+
 def test_rules_across_keys_are_reported_together() -> None:
     found = problems("""
 [[stations]]
@@ -231,7 +237,9 @@ port = "1883"
         "stations[2].id": "must not contain ':', it is the HTTP Basic user name (got 'bad:id')",
         "api.listen": "must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080 (got '8080')",
         "meters[0].host": "required for transport 'tcp', e.g. 192.0.2.10",
+        "meters[0].profile": NO_PROFILE_P,
         "meters[1].id": "duplicate 'm', already at meters[0]",
+        "meters[1].profile": NO_PROFILE_P,
         "load.margin_a": "must be below load.grid_limit_a = 10 (got 10)",
         "load.failsafe_current_a": "must not exceed load.grid_limit_a = 10 (got 16)",
         "uplink.ocpp.url": "required when uplink.mode = 'ocpp' (ws:// or wss:// URL)",
@@ -247,3 +255,58 @@ def test_tag_expiry_needs_a_utc_offset() -> None:
     assert a.expiry - b.expiry == timedelta(hours=1)
     found = problems('[[auth.tags]]\nid_tag = "C"\nexpiry = 2027-12-31T23:59:59\n')
     assert "UTC offset" in found["auth.tags[0].expiry"]
+
+
+def test_meters_sharing_a_line_must_agree_and_not_share_a_unit(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[profile]\nname = "x"\n', encoding="utf-8")
+    found = problems(f"""
+[[meters]]
+id = "grid"
+role = "grid"
+profile = "eastron-sdm630"
+transport = "rtu"
+device = "/dev/ttyUSB0"
+unit = 1
+[[meters]]
+id = "pv"
+role = "pv"
+profile = "eastron-sdm630"
+transport = "rtu"
+device = "/dev/ttyUSB0"
+baudrate = 19200
+unit = 1
+[[meters]]
+id = "ev"
+role = "ev"
+profile = "{broken}"
+host = "192.0.2.10"
+""")
+    assert found["meters[1].unit"] == "unit 1 on this bus is already meters[0]"
+    assert found["meters[1].baudrate"] == (
+        "19200 differs from meters[0] (9600) on the same line /dev/ttyUSB0"
+    )
+    assert found["meters[2].profile"].startswith(f"{broken}: profile.products: Field required")
+    assert "edge profiles check" in found["meters[2].profile"]
+
+
+def test_poll_interval_defaults_follow_the_role() -> None:
+    cfg = parse_config("""
+[[meters]]
+id = "grid"
+role = "grid"
+profile = "eastron-sdm630"
+host = "192.0.2.10"
+[[meters]]
+id = "pv"
+role = "pv"
+profile = "eastron-sdm630"
+host = "192.0.2.11"
+[[meters]]
+id = "ev"
+role = "ev"
+profile = "eastron-sdm630"
+host = "192.0.2.12"
+poll_interval_s = 2
+""")
+    assert [m.interval_s for m in cfg.meters] == [1.0, 5.0, 2.0]

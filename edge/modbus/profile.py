@@ -336,8 +336,8 @@ def load_profile(name: str) -> MeterProfile:
     else:
         known = shipped()
         if name not in known:
-            choices = ", ".join(sorted(known)) or "none installed"
-            raise ProfileError(name, [("profile", f"no such profile; shipped: {choices}")])
+            hint = "`edge profiles list` shows the shipped ones; or give a path to a .toml file"
+            raise ProfileError(name, [("profile", f"no such profile {name!r}; {hint}")])
         path = known[name]
     try:
         text = path.read_text(encoding="utf-8")
