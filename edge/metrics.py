@@ -46,6 +46,28 @@ class Metrics:
             registry=r,
         )
 
+        self.meter_up = Gauge(
+            "edge_meter_ok",
+            "1 when the meter's latest reading is fresh and not frozen",
+            ["meter", "role"],
+            registry=r,
+        )
+        self.meter_age = Gauge(
+            "edge_meter_reading_age_seconds",
+            "Age of the meter's last good reading",
+            ["meter", "role"],
+            registry=r,
+        )
+        self.meter_polls = Gauge(
+            "edge_meter_polls", "Polls of the meter since start", ["meter", "result"], registry=r
+        )
+        self.meter_power = Gauge(
+            "edge_meter_power_watts",
+            "Total active power (positive = import)",
+            ["meter", "role"],
+            registry=r,
+        )
+
     def on_commit(self, batch: int, seconds: float) -> None:
         """Feed one group commit into the histograms (called from the writer thread)."""
         self.commit_seconds.observe(seconds)

@@ -151,6 +151,10 @@ async def test_meters_in_api_status_journal_and_outbox(
         return status["load"]["load_unknown"]
 
     assert await until(unknown, timeout=15), "a stale grid meter is unknown load"
+    async with aiohttp.ClientSession() as http, http.get(site.api + "/metrics") as resp:
+        text = await resp.text()
+    assert 'edge_meter_ok{meter="grid",role="grid"} 0.0' in text
+    assert 'edge_meter_polls{meter="grid",result="failed"}' in text
     code, missing = await api(site, "/api/v1/meters/nope")
     assert code == 404 and missing["error"] == "unknown_meter"
 

@@ -92,7 +92,9 @@ class Daemon:
         await site.refresh_tag_count()
         self.server = OcppServer(server_settings(self.config), site, self.metrics)
         commands = StationCommands(self.server, self.registry, functools.partial(local_list, store))
-        self.meters = MeterService(self.config, store, utc_now, self.registry.ev_current_a)
+        self.meters = MeterService(
+            self.config, store, utc_now, self.registry.ev_current_a, metrics=self.metrics
+        )
         self.backend = DaemonBackend(site, commands, self.metrics, self.meters)
         app = create_app(self.backend, token=self.config.api.token)
         self.api_runner = runner = await start_api(app, self.config.api.listen)

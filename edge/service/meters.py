@@ -17,6 +17,7 @@ import structlog
 from edge.config import Config, MeterConfig
 from edge.domain.site_meter import MeterHealth, Plausibility, SiteMeterSample, implausible
 from edge.errors import DeviceError
+from edge.metrics import Metrics
 from edge.modbus.bus import Bus, BusError, BusSettings
 from edge.modbus.poller import MeterPoller, MeterReader, ReadFailed
 from edge.modbus.profile import MeterProfile, load_profile
@@ -53,7 +54,9 @@ class MeterService:
         clock: Callable[[], datetime],
         ev_current_a: Callable[[], float] = lambda: 0.0,
         profiles: dict[str, MeterProfile] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.config = {m.id: m for m in config.meters}
         self.store = store
         self.clock = clock
@@ -128,7 +131,22 @@ class MeterService:
                 elif health is MeterHealth.OK and before in (MeterHealth.STALE, MeterHealth.FROZEN):
                     log.info("meter.fresh", meter=meter_id)
                 self._health[meter_id] = health
+            if self.metrics is not None:
+                self._export(meter_id, health, now)
             await asyncio.sleep(WATCH_S)
+
+    def _export(self, meter_id: str, health: MeterHealth, now: datetime) -> None:
+        assert self.metrics is not None
+        t = self.board.tracks[meter_id]
+        labels = (meter_id, t.role)
+        self.metrics.meter_up.labels(*labels).set(float(health is MeterHealth.OK))
+        age = self.board.age_s(meter_id, now)
+        if age is not None:
+            self.metrics.meter_age.labels(*labels).set(age)
+        self.metrics.meter_polls.labels(meter_id, "ok").set(t.polls)
+        self.metrics.meter_polls.labels(meter_id, "failed").set(t.failures)
+        if t.sample is not None and "power" in t.sample.values:
+            self.metrics.meter_power.labels(*labels).set(t.sample.values["power"])
 
     def _age(self, meter_id: str) -> float | None:
         age = self.board.age_s(meter_id, self.clock())
