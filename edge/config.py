@@ -544,7 +544,8 @@ def _meter_checks(meters: list[tuple[int, dict[str, Any]]]) -> Iterator[Problem]
         if (*bus, unit) in buses:
             j = buses[(*bus, unit)][0]
             yield f"meters[{i}].unit", f"unit {unit} on this bus is already meters[{j}]"
-        buses[(*bus, unit)] = (i, meter)
+        else:
+            buses[(*bus, unit)] = (i, meter)
         yield from _line_settings(i, meter, bus, buses)
 
 
@@ -566,7 +567,7 @@ def _line_settings(
     if bus[0] != "rtu":
         return
     for key, (j, other) in seen.items():
-        if key[: len(bus)] != bus or j == i:
+        if key[: len(bus)] != bus or j >= i:
             continue
         for name in ("baudrate", "parity", "stopbits"):
             mine, theirs = _get(meter, MeterConfig, name), _get(other, MeterConfig, name)

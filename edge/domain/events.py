@@ -101,19 +101,31 @@ def energy_import_wh(readings: Iterable[MeterReading]) -> float | None:
 CURRENT_IMPORT = "Current.Import"
 
 
-def current_import_a(readings: Iterable[MeterReading]) -> float | None:
-    """What the EV draws now, in A summed over phases, from the newest reading that has
-    Current.Import at the outlet (None if the charger does not report it)."""
-    found: float | None = None
+PhaseCurrents = tuple[float | None, float | None, float | None]
+
+
+def phase_currents_a(readings: Iterable[MeterReading]) -> PhaseCurrents | None:
+    """What the EV draws now per charger phase L1..L3 (A), from the newest reading with
+    Current.Import at the outlet; None if the charger does not report it. A value without
+    a phase is taken as L1 (a single-phase charger's usual report)."""
+    found: PhaseCurrents | None = None
     for reading in readings:
         phases: dict[str | None, float] = {}
         for s in reading.samples:
             if s.measurand == CURRENT_IMPORT and s.location in (None, "Outlet"):
-                phases[s.phase] = s.value
+                phases[(s.phase or "")[:2] or None] = s.value
         if phases:
-            per_phase = [v for p, v in phases.items() if p is not None and p.startswith("L")]
-            found = sum(per_phase) if per_phase else phases.get(None, 0.0)
+            if any(p in phases for p in ("L1", "L2", "L3")):
+                found = (phases.get("L1"), phases.get("L2"), phases.get("L3"))
+            else:
+                found = (phases.get(None), None, None)
     return found
+
+
+def current_import_a(readings: Iterable[MeterReading]) -> float | None:
+    """What the EV draws now, in A summed over phases (None if not reported)."""
+    phases = phase_currents_a(readings)
+    return None if phases is None else sum(p for p in phases if p is not None)
 
 
 @dataclass(frozen=True, slots=True)

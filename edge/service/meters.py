@@ -80,6 +80,7 @@ class MeterService:
         self._health: dict[str, MeterHealth] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._writes: set[asyncio.Task[None]] = set()
+        self.listeners: list[Callable[[SiteMeterSample, str], None]] = []  # (sample, role)
 
     def start(self) -> None:
         """Start polling every meter, and watching their health."""
@@ -103,6 +104,8 @@ class MeterService:
     def _on_sample(self, sample: SiteMeterSample) -> None:
         self.board.sample(sample, self.ev_current_a())
         m = self.config[sample.meter_id]
+        for listener in self.listeners:
+            listener(sample, m.role)
         last = self._journaled.get(m.id)
         due = last is None or (sample.taken_at - last).total_seconds() >= m.journal_interval_s
         if due and self.store is not None:

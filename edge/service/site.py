@@ -38,6 +38,8 @@ class SiteService:
         self.clock = clock
         self.heartbeat_interval = config.ocpp.heartbeat_interval
         self.local_tags = 0  # size of the local authorization list, kept current
+        # called with each committed event (e.g. the load controller watches boots)
+        self.listeners: list[Callable[[Event, Recorded], None]] = []
 
     def now(self) -> datetime:
         """The gateway clock."""
@@ -57,6 +59,8 @@ class SiteService:
         """Commit first (DESIGN.md §2), then show it in the live state."""
         recorded = await self.store.record(event)
         self.registry.apply(event, recorded)
+        for listener in self.listeners:
+            listener(event, recorded)
         return recorded
 
     def policy(self) -> AuthPolicy:

@@ -84,6 +84,8 @@ class SimStation:
     model: str = "SimCharger"
     car_max_current_a: float = 32.0
     meter_interval_s: float = 10.0
+    # seconds a car takes to follow a new limit (IEC 61851-1 gives it up to 5 s to reduce)
+    ramp_s: float = 0.0
 
 
 @dataclass
@@ -94,6 +96,10 @@ class Connector:
     energy_wh: float
     updated: float
     export_wh: float = 0.0
+    # the car follows a changed target only after SimStation.ramp_s
+    ramp_from: float = 0.0
+    ramp_target: float = 0.0
+    ramp_at: float = 0.0
     soc: float = 50.0
     plugged: bool = False
     operative: bool = True
@@ -370,8 +376,19 @@ class SimCharger:
         return {i: self._period(c)[0] for i, c in self.connectors.items()}
 
     def draw_a(self, connector: int = 1) -> float:
-        """What the car draws now (A per phase); negative while discharging."""
+        """What the car draws now (A per phase), `ramp_s` behind its target."""
         c = self.connectors[connector]
+        target = self._target_a(c)
+        if not self.cfg.ramp_s:
+            return target
+        now = self.clock()
+        actual = c.ramp_target if now - c.ramp_at >= self.cfg.ramp_s else c.ramp_from
+        if target != c.ramp_target:
+            c.ramp_from, c.ramp_target, c.ramp_at = actual, target, now
+        return actual
+
+    def _target_a(self, c: Connector) -> float:
+        """What the car would draw under the limits in force; negative while discharging."""
         if c.transaction is None or not c.plugged or not c.operative:
             return 0.0
         limit, period = self._period(c)

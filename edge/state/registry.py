@@ -16,6 +16,7 @@ from edge.domain.events import (
     Event,
     MeterReading,
     MeterValuesReceived,
+    PhaseCurrents,
     Recorded,
     StationBooted,
     StationConnected,
@@ -23,7 +24,7 @@ from edge.domain.events import (
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
-    current_import_a,
+    phase_currents_a,
 )
 from edge.domain.session import Session
 from edge.domain.station import OcppVersion, StationIdentity
@@ -61,6 +62,8 @@ class StationState:
     limit_a: float | None = None
     limit_reason: str | None = None
     current_a: float | None = None  # what its EVs draw, summed over phases (Current.Import)
+    phase_current_a: PhaseCurrents | None = None  # the same per charger phase L1..L3
+    limit_since: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md §4.6 station shape."""
@@ -78,6 +81,8 @@ class StationState:
             "bidirectional": self.bidirectional,
             "limit_a": self.limit_a,
             "limit_reason": self.limit_reason,
+            "current_a": self.current_a,
+            "phase_current_a": list(self.phase_current_a) if self.phase_current_a else None,
             "connectors": [
                 {"id": cid, "status": c.status, "error_code": c.error_code}
                 for cid, c in sorted(self.connectors.items())
@@ -143,15 +148,16 @@ class Registry:
             case TransactionEnded() if recorded.session_id is not None:
                 self.sessions.pop(recorded.session_id, None)
                 if not self.active_sessions(st.id):
-                    st.current_a = 0.0
+                    st.current_a, st.phase_current_a = 0.0, (0.0, 0.0, 0.0)
             case MeterValuesReceived():
                 self._current(st, event.readings)
 
     @staticmethod
     def _current(st: StationState, readings: tuple[MeterReading, ...]) -> None:
-        drawn = current_import_a(readings)
+        drawn = phase_currents_a(readings)
         if drawn is not None:
-            st.current_a = drawn
+            st.phase_current_a = drawn
+            st.current_a = sum(p for p in drawn if p is not None)
 
     def _track(self, event: TransactionStarted | TransactionUpdated, session_id: int) -> None:
         if session_id in self.sessions:
