@@ -215,6 +215,21 @@ class LoadConfig(Section):
     failsafe_current_a: Annotated[float, Field(ge=0)] = 6.0
     stale_after_s: Annotated[float, Field(gt=0)] = 10.0
     strategy: Literal["fair", "priority"] = "fair"
+    period_s: Annotated[float, Field(ge=0.1, le=60)] = 1.0  # control cycle
+    hysteresis_a: Annotated[float, Field(ge=0, le=32)] = 1.0  # smaller increases wait
+    dwell_s: Annotated[float, Field(ge=0, le=3600)] = 30.0  # increases wait after a change
+    rotation_s: Annotated[float, Field(ge=60, le=86400)] = 900.0  # paused sessions' turn
+    # a charger falls back to the fail-safe current this long after edge last wrote its
+    # limit (edge rewrites it at two thirds of this); 0 turns the fall-back period off
+    fallback_after_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+
+
+class CircuitConfig(Section):
+    id: Annotated[str, Field(min_length=1, max_length=48)]
+    limit_a: Annotated[float, Field(gt=0, le=10000)]
+    parent: str | None = None  # another circuit's id; none = under the site main
+    meter: str | None = None  # a `[[meters]]` id measuring this circuit (chargers included)
+    stations: list[str] = []
 
 
 class V2gConfig(Section):
@@ -275,6 +290,7 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     meters: list[MeterConfig] = []
     load: LoadConfig = LoadConfig()
+    circuits: list[CircuitConfig] = []
     v2g: V2gConfig = V2gConfig()
     auth: AuthConfig = AuthConfig()
     uplink: UplinkConfig = UplinkConfig()
@@ -460,6 +476,9 @@ def _cross_checks(data: dict[str, Any]) -> list[Problem]:
         *_api_checks(_table(data, "api")),
         *_meter_checks(_tables(data, "meters")),
         *_load_checks(_table(data, "load")),
+        *_duplicates(_tables(data, "circuits"), "circuits", "id"),
+        *_circuit_checks(data),
+        *_charger_profile_checks(_tables(data, "stations")),
         *_uplink_checks(_table(data, "uplink")),
     ]
 
@@ -618,3 +637,59 @@ def _uplink_checks(uplink: dict[str, Any]) -> Iterator[Problem]:
         yield "uplink.ocpp.url", "required when uplink.mode = 'ocpp' (ws:// or wss:// URL)"
     if mode == "mqtt" and not _table(uplink, "mqtt").get("host"):
         yield "uplink.mqtt.host", "required when uplink.mode = 'mqtt' (the broker's host name)"
+
+
+def _circuit_checks(data: dict[str, Any]) -> Iterator[Problem]:
+    """Parents exist and form a tree; stations and meters exist; a station on one circuit."""
+    circuits = _tables(data, "circuits")
+    ids = {c.get("id") for _, c in circuits}
+    stations = {s.get("id") for _, s in _tables(data, "stations")}
+    meters = {m.get("id") for _, m in _tables(data, "meters")}
+    parents = {c.get("id"): c.get("parent") for _, c in circuits}
+    placed: dict[str, int] = {}
+    for i, circuit in circuits:
+        parent = circuit.get("parent")
+        if parent is not None and parent not in ids:
+            yield f"circuits[{i}].parent", f"no circuit {parent!r}; known: {sorted(map(str, ids))}"
+        elif parent is not None and _cycles(circuit.get("id"), parents):
+            yield f"circuits[{i}].parent", f"{parent!r} leads back to {circuit.get('id')!r}"
+        meter = circuit.get("meter")
+        if meter is not None and meter not in meters:
+            yield f"circuits[{i}].meter", f"no [[meters]] entry with id {meter!r}"
+        names = circuit.get("stations", [])
+        for j, station in enumerate(names if isinstance(names, list) else []):
+            key = f"circuits[{i}].stations[{j}]"
+            if station not in stations:
+                yield key, f"no [[stations]] entry with id {station!r}"
+            elif station in placed:
+                yield key, f"{station!r} is already on circuits[{placed[station]}]"
+            else:
+                placed[station] = i
+
+
+def _cycles(start: Any, parents: dict[Any, Any]) -> bool:
+    seen, node = set(), parents.get(start)
+    while node is not None and node not in seen:
+        if node == start:
+            return True
+        seen.add(node)
+        node = parents.get(node)
+    return False
+
+
+def _charger_profile_checks(stations: list[tuple[int, dict[str, Any]]]) -> Iterator[Problem]:
+    # Imported here: charger profiles are only read when a station names one.
+    from edge.ocpp.charger_profile import ChargerProfileError, load
+
+    for i, station in stations:
+        name = station.get("profile")
+        if not isinstance(name, str):
+            continue
+        try:
+            load(name)
+        except ChargerProfileError as exc:
+            key, msg = exc.problems[0]
+            yield (
+                f"stations[{i}].profile",
+                msg if key == "profile" else f"{exc.source}: {key}: {msg}",
+            )

@@ -68,6 +68,33 @@ class Metrics:
             registry=r,
         )
 
+        self.load_cycles = Counter(
+            "edge_load_cycles_total", "Load-balancing control cycles", registry=r
+        )
+        self.load_cycle_seconds = Histogram(
+            "edge_load_cycle_seconds",
+            "Snapshot + allocation + hysteresis of one control cycle",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
+        self.load_limits = Counter(
+            "edge_load_limit_changes_total",
+            "Charging limits written to chargers, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.load_failsafe = Gauge(
+            "edge_load_failsafe",
+            "1 while some load is unknown and the fail-safe applies",
+            registry=r,
+        )
+        self.load_allocated = Gauge(
+            "edge_load_ev_allocated_amperes",
+            "Current planned for the EVs per grid phase",
+            ["phase"],
+            registry=r,
+        )
+
     def on_commit(self, batch: int, seconds: float) -> None:
         """Feed one group commit into the histograms (called from the writer thread)."""
         self.commit_seconds.observe(seconds)

@@ -310,3 +310,58 @@ host = "192.0.2.12"
 poll_interval_s = 2
 """)
     assert [m.interval_s for m in cfg.meters] == [1.0, 5.0, 2.0]
+
+
+def test_circuits_are_checked_as_a_tree_of_known_stations_and_meters() -> None:
+    found = problems("""
+[[stations]]
+id = "CP01"
+
+[[stations]]
+id = "CP02"
+
+[[circuits]]
+id = "hall"
+limit_a = 63
+parent = "garage"
+stations = ["CP01"]
+
+[[circuits]]
+id = "garage"
+limit_a = 32
+parent = "hall"
+meter = "sub"
+stations = ["CP01", "CP09"]
+
+[[circuits]]
+id = "yard"
+limit_a = 16
+parent = "shed"
+
+[[circuits]]
+id = "yard"
+limit_a = 0
+""")
+    assert found == {
+        "circuits[0].parent": "'garage' leads back to 'hall'",
+        "circuits[1].parent": "'hall' leads back to 'garage'",
+        "circuits[1].meter": "no [[meters]] entry with id 'sub'",
+        "circuits[1].stations[0]": "'CP01' is already on circuits[0]",
+        "circuits[1].stations[1]": "no [[stations]] entry with id 'CP09'",
+        "circuits[2].parent": "no circuit 'shed'; known: ['garage', 'hall', 'yard']",
+        "circuits[3].id": "duplicate 'yard', already at circuits[2]",
+        "circuits[3].limit_a": found["circuits[3].limit_a"],
+    }
+    assert "greater than 0" in found["circuits[3].limit_a"]
+
+
+def test_a_station_naming_a_missing_charger_profile_is_told_what_exists() -> None:
+    found = problems('[[stations]]\nid = "CP01"\nprofile = "acme-9000"\n')
+    assert list(found) == ["stations[0].profile"]
+    assert "no such charger profile" in found["stations[0].profile"]
+    assert "generic-watts" in found["stations[0].profile"]
+
+
+def test_load_timing_keys_have_bounds() -> None:
+    found = problems("[load]\ngrid_limit_a = 32\nperiod_s = 0\nrotation_s = 5\n")
+    assert set(found) == {"load.period_s", "load.rotation_s"}

@@ -11,6 +11,7 @@ from edge.domain.units import parse_time
 from edge.errors import BadCommand
 from edge.metrics import Metrics
 from edge.service.commands import StationCommands
+from edge.service.load import LoadController
 from edge.service.meters import MeterService
 from edge.service.site import SiteService
 from edge.store import auth as auth_store
@@ -26,11 +27,13 @@ class DaemonBackend:
         commands: StationCommands,
         metrics: Metrics,
         meters: MeterService | None = None,
+        load: LoadController | None = None,
     ) -> None:
         self.site = site
         self.commands = commands
         self.metrics = metrics
         self.meter_service = meters
+        self.load = load
         self.started = time.monotonic()
         self.listening = False
         self.outbox: dict[str, Any] = {"backlog": 0, "oldest_age_s": None, "thinned": 0}
@@ -56,6 +59,7 @@ class DaemonBackend:
                 "load_unknown": unknown,
                 "ev_allocated_a": None,
                 "failsafe": False,
+                **(self.load.status() if self.load else {}),
             },
             "uplink": self.uplink(),
             "v2g": self.v2g(),

@@ -25,6 +25,7 @@ from edge.ocpp import schemas
 from edge.ocpp.server import OcppServer, ServerSettings
 from edge.service.backend import DaemonBackend
 from edge.service.commands import StationCommands
+from edge.service.load import LoadController
 from edge.service.meters import MeterService
 from edge.service.site import SiteService, utc_now
 from edge.state.registry import Registry
@@ -72,6 +73,7 @@ class Daemon:
         self.server: OcppServer | None = None
         self.backend: DaemonBackend | None = None
         self.meters: MeterService | None = None
+        self.load: LoadController | None = None
         self.api_runner: object | None = None
         self.api_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,13 +97,25 @@ class Daemon:
         self.meters = MeterService(
             self.config, store, utc_now, self.registry.ev_current_a, metrics=self.metrics
         )
-        self.backend = DaemonBackend(site, commands, self.metrics, self.meters)
+        self.load = LoadController(
+            self.config,
+            self.registry,
+            self.meters.board,
+            self.server,
+            store,
+            utc_now,
+            metrics=self.metrics,
+        )
+        site.listeners.append(self.load.on_event)
+        self.meters.listeners.append(self.load.on_meter)
+        self.backend = DaemonBackend(site, commands, self.metrics, self.meters, self.load)
         app = create_app(self.backend, token=self.config.api.token)
         self.api_runner = runner = await start_api(app, self.config.api.listen)
         self.api_port = bound_port(runner)
         await self.server.start()
         self.backend.listening = True
         self.meters.start()
+        self.load.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(warm_validators(), name="warm-validators"))
         log.info(
@@ -160,6 +174,8 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.load is not None:
+            await self.load.stop()
         if self.meters is not None:
             await self.meters.stop()
         if self.server is not None:

@@ -64,6 +64,9 @@ class StationState:
     current_a: float | None = None  # what its EVs draw, summed over phases (Current.Import)
     phase_current_a: PhaseCurrents | None = None  # the same per charger phase L1..L3
     limit_since: datetime | None = None
+    limit_error: str | None = None  # why the last limit could not be written
+    # per connector: (limit A, reason) as the load balancer last wrote it
+    limits: dict[int, tuple[float, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md §4.6 station shape."""
@@ -81,10 +84,17 @@ class StationState:
             "bidirectional": self.bidirectional,
             "limit_a": self.limit_a,
             "limit_reason": self.limit_reason,
+            "limit_error": self.limit_error,
             "current_a": self.current_a,
             "phase_current_a": list(self.phase_current_a) if self.phase_current_a else None,
             "connectors": [
-                {"id": cid, "status": c.status, "error_code": c.error_code}
+                {
+                    "id": cid,
+                    "status": c.status,
+                    "error_code": c.error_code,
+                    "limit_a": self.limits[cid][0] if cid in self.limits else None,
+                    "limit_reason": self.limits[cid][1] if cid in self.limits else None,
+                }
                 for cid, c in sorted(self.connectors.items())
             ],
         }
