@@ -77,6 +77,7 @@ class Daemon:
         self.api_runner: object | None = None
         self.api_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     async def start(self) -> None:
         """Open the store, restore state, listen for chargers and for the API."""
@@ -168,7 +169,10 @@ class Daemon:
             log.info("retention.pruned", before=before.isoformat(), **pruned)
 
     async def stop(self) -> None:
-        """Stop accepting, close chargers' sockets, drain the store."""
+        """Stop accepting, close chargers' sockets, drain the store; once."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

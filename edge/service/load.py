@@ -64,7 +64,11 @@ from edge.store.writer import Store
 log = structlog.get_logger("edge.load")
 
 BACKOFF_S = 10.0  # a station that failed a limit is left alone (held) this long
-LIMIT_TIMEOUT_S = 10.0  # a limit is a small CALL; a charger slower than this is unwell
+LIMIT_TIMEOUT_S = 10.0
+# A car's reported draw older than this is not subtracted from the grid import: the
+# MeterValues a charger sends while its current changes (OCPP 1.6 §4.7 sampled values
+# with ClockAlignedDataInterval / MeterValueSampleInterval) are the freshest it gets.
+REPORT_MAX_AGE_S = 60.0  # a limit is a small CALL; a charger slower than this is unwell
 
 
 class Charger(Protocol):
@@ -210,7 +214,13 @@ class LoadController:
     def snapshot(self, now_s: float) -> SiteSnapshot:
         """The frozen site as of now."""
         loads = connector_loads(
-            self.registry, self._settings(), self.memory, self._responsive, self._default()
+            self.registry,
+            self._settings(),
+            self.memory,
+            self._responsive,
+            self.clock(),
+            REPORT_MAX_AGE_S,
+            self._default(),
         )
         self.grid_import_a = self._grid_import(loads)
         return SiteSnapshot(

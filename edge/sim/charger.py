@@ -86,6 +86,10 @@ class SimStation:
     meter_interval_s: float = 10.0
     # seconds a car takes to follow a new limit (IEC 61851-1 gives it up to 5 s to reduce)
     ramp_s: float = 0.0
+    # charging rate units it takes in SetChargingProfile, and periods per schedule (a
+    # real charger's ChargingScheduleAllowedChargingRateUnit / ChargingScheduleMaxPeriods)
+    profile_units: tuple[str, ...] = ("A", "W")
+    max_periods: int = 24
 
 
 @dataclass
@@ -1141,11 +1145,21 @@ class SimCharger:
         else:
             raw, connector = p["csChargingProfiles"], p["connectorId"]
         profile = parse_profile(raw, connector, self.cfg.phases)
-        if not self._acceptable(profile):
+        if not self._supported(raw) or not self._acceptable(profile):
             return {"status": "Rejected"}, None
         before = self._settle_all()
         self._install(profile)
         return {"status": "Accepted"}, self._after_limits(before)
+
+    def _supported(self, raw: Payload) -> bool:
+        """The rate unit and period count this charger model takes (OCPP 1.6 §3.13.5)."""
+        schedules = raw["chargingSchedule"]
+        for schedule in schedules if isinstance(schedules, list) else [schedules]:
+            if schedule["chargingRateUnit"] not in self.cfg.profile_units:
+                return False
+            if len(schedule["chargingSchedulePeriod"]) > self.cfg.max_periods:
+                return False
+        return True
 
     def _acceptable(self, profile: Profile) -> bool:
         """OCPP 1.6 §3.13.1 / 2.0.1 K01 rules on where a profile may go."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from edge.domain.load import Circuit, ConnectorLoad, Phases, Rotation
 from edge.state.registry import Registry, StationState
@@ -55,6 +56,8 @@ def connector_loads(
     settings: Mapping[str, StationSetting],
     memory: Mapping[Key, ConnectorMemory],
     responsive: Callable[[StationState], bool],
+    now: datetime,
+    report_max_age_s: float,
     default: StationSetting = StationSetting(),
 ) -> tuple[ConnectorLoad, ...]:
     """Every connector of every known station."""
@@ -65,9 +68,7 @@ def connector_loads(
         ok = responsive(st)
         for cid in connectors_of(st):
             m = memory.get((st.id, cid), ConnectorMemory())
-            # A station reports its draw per station; it is the connector's when only
-            # one session runs (else it stays in the non-EV part: the safe side).
-            drawn = st.phase_current_a if active == {cid} else None
+            drawn = _drawn(st, cid, active, m, now, report_max_age_s)
             loads.append(
                 ConnectorLoad(
                     st.id,
@@ -89,6 +90,37 @@ def connector_loads(
                 )
             )
     return tuple(loads)
+
+
+def _drawn(
+    st: StationState,
+    cid: int,
+    active: set[int],
+    m: ConnectorMemory,
+    now: datetime,
+    max_age_s: float,
+) -> tuple[float | None, float | None, float | None] | None:
+    """What the connector's car draws as far as it is safe to subtract from the import.
+
+    Only a fresh report counts (an old one may overstate a car that has since slowed,
+    and so understate the non-EV load); a station reports per station, so the value is
+    the connector's only when one session runs; and a car cannot draw more than its
+    limit for long, so the report is capped there. Anything left out stays in the
+    non-EV part: the safe side.
+    """
+    drawn = st.phase_current_a
+    if drawn is None or active != {cid} or st.current_at is None:
+        return None
+    if (now - st.current_at).total_seconds() > max_age_s:
+        return None
+    cap = m.held_a()
+    if cap is None:
+        return drawn
+    return (
+        None if drawn[0] is None else min(drawn[0], cap),
+        None if drawn[1] is None else min(drawn[1], cap),
+        None if drawn[2] is None else min(drawn[2], cap),
+    )
 
 
 def phase_sum(loads: tuple[ConnectorLoad, ...], base: Phases) -> Phases:

@@ -63,6 +63,7 @@ class StationState:
     limit_reason: str | None = None
     current_a: float | None = None  # what its EVs draw, summed over phases (Current.Import)
     phase_current_a: PhaseCurrents | None = None  # the same per charger phase L1..L3
+    current_at: datetime | None = None  # when the charger last reported it
     limit_since: datetime | None = None
     limit_error: str | None = None  # why the last limit could not be written
     # per connector: (limit A, reason) as the load balancer last wrote it
@@ -154,20 +155,22 @@ class Registry:
             case TransactionStarted() | TransactionUpdated() if recorded.session_id is not None:
                 if recorded.active:
                     self._track(event, recorded.session_id)
-                self._current(st, event.readings)
+                self._current(st, event.readings, event.at)
             case TransactionEnded() if recorded.session_id is not None:
                 self.sessions.pop(recorded.session_id, None)
                 if not self.active_sessions(st.id):
                     st.current_a, st.phase_current_a = 0.0, (0.0, 0.0, 0.0)
+                    st.current_at = event.at
             case MeterValuesReceived():
-                self._current(st, event.readings)
+                self._current(st, event.readings, event.at)
 
     @staticmethod
-    def _current(st: StationState, readings: tuple[MeterReading, ...]) -> None:
+    def _current(st: StationState, readings: tuple[MeterReading, ...], at: datetime) -> None:
         drawn = phase_currents_a(readings)
         if drawn is not None:
             st.phase_current_a = drawn
             st.current_a = sum(p for p in drawn if p is not None)
+            st.current_at = at
 
     def _track(self, event: TransactionStarted | TransactionUpdated, session_id: int) -> None:
         if session_id in self.sessions:
