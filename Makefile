@@ -45,6 +45,7 @@ test: mosquitto lint typecheck pytest
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ocpp_throughput.py
 	$(BIN)/python bench/modbus_poll.py
+	$(BIN)/python bench/load_balancing.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

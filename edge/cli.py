@@ -213,16 +213,41 @@ def status(
     typer.echo(f"site      {data['site']}  (edge {data['version']}, up {data['uptime_s']:.0f} s)")
     typer.echo(f"stations  {data['stations']['connected']}/{data['stations']['known']} connected")
     typer.echo(f"sessions  {data['sessions']['active']} active")
-    limit = load_.get("grid_limit_a")
-    typer.echo(
-        f"load      grid limit {limit if limit is not None else '-'} A, "
-        f"failsafe {'ON' if load_.get('failsafe') else 'off'}"
-    )
+    typer.echo(f"load      {load_line(load_)}")
     typer.echo(
         f"uplink    {up['mode']}, {'connected' if up['connected'] else 'not connected'}, "
         f"backlog {up['backlog']}"
     )
     return None
+
+
+def _phases(values: Any) -> str:
+    if not values or all(v is None for v in values):
+        return "-"
+    return "/".join("?" if v is None else f"{v:.1f}" for v in values) + " A"
+
+
+def load_line(load_: dict[str, Any]) -> str:
+    """Grid limit, measured import and EV allocation per phase, fail-safe state."""
+    limit = load_.get("grid_limit_a")
+    if limit is None and not load_.get("circuits"):
+        return "not managed (no [load] grid_limit_a, no [[circuits]])"
+    unknown = " (unknown: meter stale, frozen or missing)" if load_.get("load_unknown") else ""
+    return (
+        f"grid limit {limit if limit is not None else '-'} A, "
+        f"import {_phases(load_.get('import_a'))}{unknown}, "
+        f"EVs allocated {_phases(load_.get('ev_allocated_a'))}, "
+        f"fail-safe {'ON' if load_.get('failsafe') else 'off'}"
+    )
+
+
+def _limit_cell(s: dict[str, Any]) -> str:
+    limit = s.get("limit_a")
+    if limit is None:
+        return "-"
+    reason = s.get("limit_reason")
+    error = " !" if s.get("limit_error") else ""
+    return f"{limit:g} ({reason}){error}" if reason else f"{limit:g}{error}"
 
 
 @app.command()
@@ -243,7 +268,7 @@ def stations(
             s["firmware"],
             when(s["last_seen"]),
             " ".join(f"{c['id']}:{c['status']}" for c in s["connectors"]),
-            s.get("limit_a"),
+            _limit_cell(s),
         ]
         for s in data
     ]
@@ -258,7 +283,7 @@ def stations(
             "firmware",
             "last seen",
             "connectors",
-            "limit A",
+            "limit A (why)",
         ],
         rows,
     )

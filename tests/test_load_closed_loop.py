@@ -24,6 +24,7 @@ from edge.service.daemon import Daemon
 from edge.sim.charger import SimCharger, SimStation
 from edge.sim.meter import SimBus, SimMeter
 from tests.conftest import StartSite
+from tests.test_meters_daemon import edge_cli
 
 GRID_LIMIT = 40.0
 MARGIN = 2.0
@@ -205,6 +206,11 @@ async def test_the_site_stays_under_its_limit_through_steps_sessions_and_a_dead_
         assert st["load"]["failsafe"] is True
         assert st["load"]["load_unknown"] is True
         assert daemon.registry.stations["LB1"].limit_reason == "fail-safe"
+        api = f"http://127.0.0.1:{daemon.api_port}"
+        code, out = await edge_cli("status", "--api", api)
+        assert code == 0 and "fail-safe ON" in out and "unknown: meter stale" in out, out
+        code, out = await edge_cli("stations", "--api", api)
+        assert code == 0 and "6 (fail-safe)" in out, out
 
         # It comes back: the loop takes over again.
         plant.meter.fault = None
