@@ -507,7 +507,7 @@ def st_limit(
     connector: int = typer.Option(0, "--connector"),
     watts: bool = typer.Option(False, "--watts"),
 ) -> None:
-    """Set a charging limit (TxDefaultProfile)."""
+    """Set a charging limit (TxDefaultProfile); with load balancing on, a cap it keeps."""
     key = "watts" if watts else "amps"
     send(ctx, "limit", {key: value, "connector": connector})
 

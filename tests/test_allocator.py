@@ -228,6 +228,14 @@ def test_cloud_limit_is_a_cap_and_below_the_minimum_pauses() -> None:
     assert (limits(a), reasons(a)) == ({"A": 0.0}, {"A": LimitReason.CLOUD})
 
 
+def test_an_operator_limit_caps_and_the_lower_of_operator_and_cloud_wins() -> None:
+    a = allocate(site(car("A", operator_limit_a=12.0), car("B"), limit=63.0), POLICY)
+    assert limits(a) == {"A": 12.0, "B": 32.0}
+    assert reasons(a)["A"] is LimitReason.OPERATOR
+    both = car("A", operator_limit_a=12.0, cloud_limit_a=9.0)
+    assert reasons(allocate(site(both, limit=63.0), POLICY))["A"] is LimitReason.CLOUD
+
+
 def test_a_chargers_own_minimum_is_respected() -> None:
     a = allocate(site(car("A", min_current_a=10.0), limit=11.0), POLICY)
     assert limits(a) == {"A": 0.0}  # 9 A available, the charger refuses below 10

@@ -250,14 +250,32 @@ async def test_a_charger_gets_a_station_max_profile_and_falls_back_by_itself(
         # or the static share, whichever is lower. The test site has 7 stations configured:
         # 38 A / 7 = 5.4 A is below the 6 A minimum, so the fall-back is a pause.
         assert daemon.load is not None and daemon.load.fallback_level_a() == 0.0
-        assert [(p.start_s, p.limit_a) for p in tx_default.periods] == [(0.0, 28.0), (1.0, 0.0)]
+        assert [(p.start_s, p.limit_a) for p in tx_default.periods] == [(0.0, 28.0), (2.0, 0.0)]
         # edge keeps rewriting it, so while it runs the charger keeps its share
         await asyncio.sleep(2.0)
         assert charger.limit_a[1] == 28.0
         # edge stops (as if it crashed): the charger drops to the fail-safe by itself
         await daemon.stop()
-        await asyncio.sleep(1.6)
+        await asyncio.sleep(2.2)
         assert charger.limit_a[1] == 0.0
+
+
+async def test_an_operator_limit_is_a_cap_the_balancer_keeps(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    async with plant_running(start_site, tmp_path, ["2.0.1"]) as (_, daemon, (charger,)):
+        await charger.start(1, "CARD")
+        await settle_until(lambda: charger.limit_a[1] == 28.0)
+        api = f"http://127.0.0.1:{daemon.api_port}"
+        code, out = await edge_cli("station", "LB0", "limit", "10", "--api", api)
+        assert code == 0 and "capped at 10 A by load balancing" in out, out
+        await settle_until(lambda: charger.limit_a[1] == 10.0)
+        assert daemon.registry.stations["LB0"].limit_reason == "operator limit"
+        code, out = await edge_cli("station", "LB0", "limit", "5000", "--watts", "--api", api)
+        assert code != 0 and "give the limit in A" in out, out
+        code, out = await edge_cli("station", "LB0", "clear-limit", "--api", api)
+        assert code == 0 and "cap lifted" in out, out
+        await settle_until(lambda: charger.limit_a[1] == 28.0)
 
 
 async def test_a_charger_that_rejects_amps_is_retried_in_watts(

@@ -40,13 +40,14 @@ class _Node:
     import_a: Phases | None  # measured import; None with `known` False is unknown load
     known: bool
     parent: str | None
-    members: list[ConnectorLoad] = field(default_factory=list)
+    ev_a: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # reported EV draw
 
 
 @dataclass(slots=True)
 class _Claim:
     """An active session the allocator can give current to."""
 
+    index: int  # of its connector in the snapshot
     load: ConnectorLoad
     cap_a: float
     cap_reason: LimitReason
@@ -58,20 +59,23 @@ class _Claim:
 def allocate(snapshot: SiteSnapshot, policy: Policy) -> Allocation:
     """The limit of every connector in the snapshot for this cycle."""
     nodes = _nodes(snapshot)
-    paths = {c.key: _path(nodes, c.circuit) for c in snapshot.connectors}
-    for c in snapshot.connectors:
-        for node_id in paths[c.key]:
-            nodes[node_id].members.append(c)
+    paths = [_path(nodes, c.circuit) for c in snapshot.connectors]
+    for c, path in zip(snapshot.connectors, paths, strict=True):
+        drawn = _drawn_per_phase(c)
+        for node_id in path:
+            node = nodes[node_id]
+            node.ev_a = [node.ev_a[p] + drawn[p] for p in range(3)]
     capacity = _capacity(nodes, policy)
+    available = _available(capacity)
     limited = {n for n, _ in capacity}
-    setpoints: dict[tuple[str, int], Setpoint] = {}
+    setpoints: list[Setpoint | None] = [None] * len(snapshot.connectors)
     claims: list[_Claim] = []
-    for c in snapshot.connectors:
-        path = paths[c.key]
+    for i, c in enumerate(snapshot.connectors):
+        path = paths[i]
         constraints = tuple((n, p) for n in path if n in limited for p in c.grid_phases())
         if not c.responsive:
             held = _held_a(c)
-            setpoints[c.key] = Setpoint(c.station, c.connector, held, LimitReason.UNRESPONSIVE)
+            setpoints[i] = Setpoint(c.station, c.connector, held, LimitReason.UNRESPONSIVE)
             for k in constraints:
                 capacity[k] -= max(held, _drawn_max(c) or 0.0)
             continue
@@ -82,21 +86,21 @@ def allocate(snapshot: SiteSnapshot, policy: Policy) -> Allocation:
             idle, reason = (
                 (c.max_current_a, LimitReason.STATION_MAX) if free else (0.0, LimitReason.IDLE)
             )
-            setpoints[c.key] = Setpoint(c.station, c.connector, idle, reason)
+            setpoints[i] = Setpoint(c.station, c.connector, idle, reason)
             continue
         unknown = any(not nodes[n].known for n in path)
-        claim = _claim(c, constraints, unknown, snapshot.now_s, policy)
+        claim = _claim(i, c, constraints, unknown, snapshot.now_s, policy)
         if claim.cap_a < claim.need_a - EPS:
-            setpoints[c.key] = Setpoint(c.station, c.connector, 0.0, claim.cap_reason)
+            setpoints[i] = Setpoint(c.station, c.connector, 0.0, claim.cap_reason)
         else:
             claims.append(claim)
     for group in _groups(claims, policy):
         _share(group, capacity, snapshot.now_s, policy, setpoints)
-    ordered = tuple(setpoints[c.key] for c in snapshot.connectors)
+    ordered = tuple(sp for sp in setpoints if sp is not None)
     return Allocation(
         setpoints=ordered,
         failsafe=any(not n.known for n in nodes.values() if n.limit_a is not None),
-        available_a=_available(nodes, policy),
+        available_a=available,
         ev_allocated_a=_per_phase(snapshot.connectors, ordered),
     )
 
@@ -151,29 +155,27 @@ def _capacity(nodes: dict[str, _Node], policy: Policy) -> dict[Constraint, float
         for p in range(3):
             room = node.limit_a - policy.margin_a
             if node.known and node.import_a is not None:
-                ev = sum(_drawn_on(c, p) for c in node.members)
-                room -= max(node.import_a[p] - ev, 0.0)
+                room -= max(node.import_a[p] - node.ev_a[p], 0.0)
             capacity[(node.id, p)] = room
     return capacity
 
 
-def _available(nodes: dict[str, _Node], policy: Policy) -> Phases | None:
-    main = nodes[MAIN]
-    if main.limit_a is None:
+def _available(capacity: dict[Constraint, float]) -> Phases | None:
+    """What the EVs may use per grid phase at the main, before anyone is served."""
+    if (MAIN, 0) not in capacity:
         return None
-    room = _capacity({MAIN: main}, policy)
-    return (room[(MAIN, 0)], room[(MAIN, 1)], room[(MAIN, 2)])
+    return capacity[(MAIN, 0)], capacity[(MAIN, 1)], capacity[(MAIN, 2)]
 
 
-def _drawn_on(c: ConnectorLoad, grid_phase: int) -> float:
-    """What the connector reports drawing on one grid phase (0 when not reported)."""
+def _drawn_per_phase(c: ConnectorLoad) -> list[float]:
+    """What the connector reports drawing per grid phase (0 where not reported)."""
+    total = [0.0, 0.0, 0.0]
     if c.drawn_a is None:
-        return 0.0
-    total = 0.0
+        return total
     for own, grid in enumerate(c.rotation[: c.phases]):
         value = c.drawn_a[own]
-        if grid == grid_phase and value is not None:
-            total += max(value, 0.0)
+        if value is not None:
+            total[grid] += max(value, 0.0)
     return total
 
 
@@ -195,6 +197,7 @@ def _held_a(c: ConnectorLoad) -> float:
 
 
 def _claim(
+    index: int,
     c: ConnectorLoad,
     constraints: tuple[Constraint, ...],
     unknown: bool,
@@ -202,6 +205,8 @@ def _claim(
     policy: Policy,
 ) -> _Claim:
     cap, reason = c.max_current_a, LimitReason.STATION_MAX
+    if c.operator_limit_a is not None and c.operator_limit_a < cap:
+        cap, reason = max(c.operator_limit_a, 0.0), LimitReason.OPERATOR
     if c.cloud_limit_a is not None and c.cloud_limit_a < cap:
         cap, reason = max(c.cloud_limit_a, 0.0), LimitReason.CLOUD
     if unknown and policy.failsafe_current_a < cap:
@@ -210,7 +215,7 @@ def _claim(
     demand = _demand_cap(c, now_s, policy)
     if demand is not None and max(demand, need) < cap:
         cap, reason = max(demand, need), LimitReason.DEMAND
-    return _Claim(c, cap, reason, need, constraints, unknown)
+    return _Claim(index, c, cap, reason, need, constraints, unknown)
 
 
 def _need(c: ConnectorLoad, policy: Policy) -> float:
@@ -259,12 +264,12 @@ def _share(
     capacity: dict[Constraint, float],
     now_s: float,
     policy: Policy,
-    setpoints: dict[tuple[str, int], Setpoint],
+    setpoints: list[Setpoint | None],
 ) -> None:
     """Admit, water-fill and take what the group got out of `capacity`."""
     ranked = sorted(
         group,
-        key=lambda c: (_keep_rank(c.load, now_s, policy.rotation_s), c.load.key),
+        key=lambda c: (_keep_rank(c.load, now_s, policy.rotation_s), c.load.station, c.index),
         reverse=True,
     )
     admitted: list[_Claim] = []
@@ -276,14 +281,14 @@ def _share(
                 needs[k] = needs.get(k, 0.0) + claim.need_a
         else:
             load = claim.load
-            setpoints[load.key] = Setpoint(load.station, load.connector, 0.0, LimitReason.PAUSED)
+            setpoints[claim.index] = Setpoint(load.station, load.connector, 0.0, LimitReason.PAUSED)
     for claim, (amps, binding) in _floored_shares(admitted, capacity):
         amps = _round_down(amps, policy.step_a)
         for k in claim.constraints:
             capacity[k] -= amps
         load = claim.load
         reason = _reason(claim, binding, amps, policy)
-        setpoints[load.key] = Setpoint(load.station, load.connector, amps, reason)
+        setpoints[claim.index] = Setpoint(load.station, load.connector, amps, reason)
 
 
 def _reason(claim: _Claim, binding: Constraint | None, amps: float, policy: Policy) -> LimitReason:

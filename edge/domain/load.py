@@ -30,6 +30,7 @@ class LimitReason(StrEnum):
     PRIORITY = "priority"
     CIRCUIT = "circuit cap"
     CLOUD = "cloud constraint"
+    OPERATOR = "operator limit"
     FAILSAFE = "fail-safe"
     PAUSED = "min-current pause"
     STATION_MAX = "station max"
@@ -56,6 +57,7 @@ class ConnectorLoad:
     running_since_s: float | None = None  # when it last went from paused to charging
     paused_since_s: float | None = None  # when it was last paused for lack of current
     cloud_limit_a: float | None = None  # a cloud charging profile's limit
+    operator_limit_a: float | None = None  # `edge station ID limit A` while balancing
     min_current_a: float | None = None  # the charger's own minimum, if above the policy's
     circuit: str | None = None
 

@@ -81,7 +81,7 @@ def limit_call(
         and quirks.profile_kind == "Absolute"
         and rate(fallback[1], phases, quirks) != periods[0]["limit"]
     ):
-        periods.append(_period(max(1, int(fallback[0])), fallback[1], phases, quirks))
+        periods.append(_period(max(1, math.ceil(fallback[0])), fallback[1], phases, quirks))
     pid = limit_profile_id(connector)
     profile = _profile(
         version,

@@ -9,6 +9,7 @@ from typing import Any
 from edge.errors import BadCommand, StationNotConnected, UnknownStation
 from edge.ocpp import commands
 from edge.ocpp.server import OcppServer
+from edge.service.load import LoadController
 from edge.state.registry import ActiveSession, Registry
 
 
@@ -25,6 +26,8 @@ class StationCommands:
         self.registry = registry
         self.local_list = local_list
         self._request_ids = itertools.count(1)
+        # set by the daemon: with load balancing on, `limit` becomes a cap it applies
+        self.load: LoadController | None = None
 
     async def run(self, station_id: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
         """Send `command` to a station and return its answer in the API shape."""
@@ -44,6 +47,8 @@ class StationCommands:
             args["version"] = max(1, args["version"])
             args.setdefault("full", True)
         out = commands.build(version, command, args, request_id=next(self._request_ids))
+        if command in ("limit", "clear_limit") and self.load is not None and self.load.enabled:
+            return self._capped(station_id, command, args, out.action)
         response = await self.server.call(station_id, out.action, out.payload)
         accepted, status = commands.outcome(out.action, response)
         if command == "limit" and accepted:
@@ -57,6 +62,27 @@ class StationCommands:
             "accepted": accepted,
             "status": status,
             "response": response,
+        }
+
+    def _capped(
+        self, station_id: str, command: str, args: dict[str, Any], action: str
+    ) -> dict[str, Any]:
+        """Under load balancing a limit written straight to the charger would be replaced
+        at the next change, or worse, exceed the share: it becomes a cap instead."""
+        assert self.load is not None
+        amps = args.get("amps") if command == "limit" else None
+        if command == "limit" and amps is None:
+            raise BadCommand("amps: with load balancing on, give the limit in A (not watts)")
+        connector = int(args.get("connector") or 0)
+        self.load.set_cap("operator", station_id, connector, amps)
+        status = "cap lifted" if amps is None else f"capped at {amps:g} A by load balancing"
+        return {
+            "station": station_id,
+            "command": command,
+            "action": action,
+            "accepted": True,
+            "status": status,
+            "response": {"operator_limit_a": amps, "connector": connector},
         }
 
     def _resolve(

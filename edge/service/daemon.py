@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import signal
 import socket
@@ -107,6 +108,7 @@ class Daemon:
             utc_now,
             metrics=self.metrics,
         )
+        commands.load = self.load
         site.listeners.append(self.load.on_event)
         self.meters.listeners.append(self.load.on_meter)
         self.backend = DaemonBackend(site, commands, self.metrics, self.meters, self.load)
@@ -117,6 +119,10 @@ class Daemon:
         self.backend.listening = True
         self.meters.start()
         self.load.start()
+        # What start-up built lives as long as the daemon: keep it out of every full
+        # collection, which would otherwise walk it and stall a control cycle.
+        gc.collect()
+        gc.freeze()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(warm_validators(), name="warm-validators"))
         log.info(

@@ -36,6 +36,7 @@ def free_port(preferred: int) -> int:
 
 
 DEMO_METER_PROFILE = "eastron-sdm630"
+DEMO_GRID_LIMIT_A = 32.0
 
 
 def demo_config(
@@ -77,6 +78,10 @@ def demo_config(
             "store": base.store.model_copy(update={"path": str(data_dir / "demo.sqlite")}),
             "stations": sims,
             "meters": meters,
+            # a small connection, so that the chargers have to share it
+            "load": base.load
+            if base.load.grid_limit_a is not None
+            else base.load.model_copy(update={"grid_limit_a": DEMO_GRID_LIMIT_A}),
             "uplink": base.uplink.model_copy(update={"mode": "none"}),
         }
     )
@@ -87,10 +92,14 @@ async def _status_lines(daemon: Daemon, every_s: float) -> None:
         await asyncio.sleep(every_s)
         assert daemon.backend is not None
         st = daemon.backend.status()
-        amps = "/".join(f"{a:.0f}" for a in st["load"]["import_a"] if a is not None)
+        load = st["load"]
+        amps = "/".join(f"{a:.0f}" for a in load["import_a"] if a is not None)
+        ev = "/".join(f"{a:.0f}" for a in load.get("ev_allocated_a") or [])
         print(
             f"[demo] stations {st['stations']['connected']}/{st['stations']['known']} connected, "
-            f"{st['sessions']['active']} charging, grid {amps or '?'} A, "
+            f"{st['sessions']['active']} charging, grid {amps or '?'} A of "
+            f"{load['grid_limit_a']:g} A, EVs allowed {ev or '?'} A"
+            f"{' (fail-safe)' if load.get('failsafe') else ''}, "
             f"outbox {st['uplink']['backlog']} records",
             flush=True,
         )

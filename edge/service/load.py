@@ -156,8 +156,11 @@ class LoadController:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and the loop would outlive stop().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.load.period_s)
+                async with asyncio.timeout(self.config.load.period_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 self.cycle()
@@ -521,6 +524,22 @@ class LoadController:
         log.warning("load.limit.rejected", station=sp.station, error=error)
         if self.metrics is not None:
             self.metrics.load_limits.labels("rejected").inc()
+
+    # -- constraints from outside --------------------------------------------------------
+
+    def set_cap(self, kind: str, station: str, connector: int, amps: float | None) -> None:
+        """A limit the allocator must stay under: `kind` "cloud" (a cloud charging
+        profile, DESIGN.md §3: the charger gets min(cloud, local)) or "operator"
+        (`edge station ID limit`); None lifts it. Connector 0 means every connector."""
+        st = self.registry.station(station)
+        targets = connectors_of(st) if connector == 0 else [connector]
+        for cid in targets:
+            m = self.memory.setdefault((station, cid), ConnectorMemory())
+            if kind == "cloud":
+                m.cloud_limit_a = amps
+            else:
+                m.operator_limit_a = amps
+        self._wake.set()
 
     # -- read models ---------------------------------------------------------------------
 

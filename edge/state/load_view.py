@@ -38,6 +38,7 @@ class ConnectorMemory:
     paused_since_s: float | None = None
     written_s: float | None = None  # when its profile was last written (fall-back refresh)
     cloud_limit_a: float | None = None
+    operator_limit_a: float | None = None
 
     def held_a(self) -> float | None:
         """The most the connector may be drawing: a pending increase may already apply."""
@@ -85,6 +86,7 @@ def connector_loads(
                     running_since_s=m.running_since_s,
                     paused_since_s=m.paused_since_s,
                     cloud_limit_a=m.cloud_limit_a,
+                    operator_limit_a=m.operator_limit_a,
                     min_current_a=setting.min_current_a,
                     circuit=setting.circuit,
                 )
