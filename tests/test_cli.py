@@ -153,3 +153,20 @@ def test_doctor_names_what_is_missing(daemon: tuple[DaemonProcess, Path, int]) -
     assert out.returncode == 1
     assert "✓ daemon ready" in out.stdout
     assert "✗ station CP2: not connected; point it at ws://" in out.stdout
+
+
+def test_doctor_says_when_load_balancing_has_no_meter(tmp_path: Path) -> None:
+    from edge.config import parse_config
+    from edge.service.doctor import load_checks
+
+    blind = parse_config("[load]\ngrid_limit_a = 40\n")
+    ((ok, line),) = load_checks(blind)
+    assert not ok and "no meter with role 'grid' or 'building'" in line
+    assert "fail-safe 6 A" in line
+    metered = parse_config(
+        '[load]\ngrid_limit_a = 40\n[[meters]]\nid = "main"\nrole = "grid"\n'
+        'profile = "eastron-sdm630"\nhost = "192.0.2.1"\n'
+    )
+    ((ok, line),) = load_checks(metered)
+    assert ok and "measured by main" in line
+    assert list(load_checks(parse_config(""))) == []

@@ -16,11 +16,35 @@ from edge.config import Config
 Check = tuple[bool, str]
 
 
+def load_checks(config: Config) -> Iterator[Check]:
+    """Load balancing needs something to measure the load with (DESIGN.md §3)."""
+    load = config.load
+    if load.grid_limit_a is None:
+        if config.circuits:
+            yield True, f"load balancing: {len(config.circuits)} circuits, no grid limit"
+        return
+    measured = [m.id for m in config.meters if m.role in ("grid", "building")]
+    if not measured:
+        yield (
+            False,
+            f"load balancing: grid_limit_a = {load.grid_limit_a:g} A but no meter with role "
+            f"'grid' or 'building': every session stays at the fail-safe "
+            f"{load.failsafe_current_a:g} A; add a [[meters]] entry",
+        )
+        return
+    yield (
+        True,
+        f"load balancing: {load.grid_limit_a:g} A per phase less {load.margin_a:g} A, "
+        f"measured by {measured[0]}, {load.strategy} sharing",
+    )
+
+
 def run_checks(config: Config, api: Any) -> Iterator[Check]:
     """Each check as (ok, one line saying what was found and what to do)."""
     from edge.api.client import ApiError, DaemonUnreachable
 
     yield True, f"config valid ({len(config.stations)} stations, {len(config.meters)} meters)"
+    yield from load_checks(config)
     yield from _clock()
     try:
         ready = api.get("/health/ready")
