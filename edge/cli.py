@@ -361,7 +361,33 @@ def _simple_reader(path: str, title: str) -> Any:
     return command
 
 
-app.command("uplink")(_simple_reader("/api/v1/uplink", "Uplink"))
+@app.command("uplink")
+def uplink(
+    action: str | None = typer.Argument(None, help="retry: reconnect now"),
+    config: Path | None = ConfigOpt,
+    api: str | None = ApiOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The cloud uplink: connected or not, backlog, delivered, last error."""
+    if action not in (None, "retry"):
+        fail(f"unknown action {action!r}; `edge uplink` or `edge uplink retry`", EXIT_USAGE)
+    if action == "retry":
+        show_json(call(client(config, api).post, "/api/v1/uplink/retry", {}))
+        return
+    data = call(client(config, api).get, "/api/v1/uplink")
+    if as_json:
+        show_json(data)
+        return
+    age, thinned, broker = data.get("oldest_age_s"), data.get("thinned"), data.get("broker")
+    typer.echo(f"mode       {data['mode']}{' ' + broker if broker else ''}")
+    typer.echo(f"connected  {'yes' if data['connected'] else 'no'}")
+    oldest = f", oldest {age:.0f} s" if age is not None else ""
+    dropped = f", {thinned} thinned" if thinned else ""
+    typer.echo(f"backlog    {data['backlog']} records{oldest}{dropped}")
+    typer.echo(f"delivered  {data['delivered']}")
+    typer.echo(f"last error {data.get('last_error') or '-'}")
+
+
 app.command("v2g")(_simple_reader("/api/v1/v2g", "V2G"))
 
 

@@ -196,6 +196,10 @@ async def delete_tag(request: web.Request) -> web.Response:
     return json_response({"deleted": id_tag})
 
 
+async def uplink(request: web.Request) -> web.Response:
+    return json_response(await _backend(request).uplink_now())
+
+
 def _reader(method: Callable[[Backend], Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         return json_response(method(_backend(request)))
@@ -220,7 +224,8 @@ def create_app(backend: Backend, *, token: str | None) -> web.Application:
     app.router.add_get("/api/v1/meters", _reader(lambda b: b.meters()))
     app.router.add_get("/api/v1/meters/{id}", meter)
     app.router.add_post("/api/v1/meters/{id}/read", read_meter)
-    app.router.add_get("/api/v1/uplink", _reader(lambda b: b.uplink()))
+    app.router.add_get("/api/v1/uplink", uplink)
+    app.router.add_post("/api/v1/uplink/retry", _reader(lambda b: b.uplink_retry()))
     app.router.add_get("/api/v1/v2g", _reader(lambda b: b.v2g()))
     app.router.add_get("/api/v1/auth/tags", tags)
     app.router.add_put("/api/v1/auth/tags/{id_tag}", put_tag)

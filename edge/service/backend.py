@@ -16,6 +16,7 @@ from edge.service.meters import MeterService
 from edge.service.site import SiteService
 from edge.store import auth as auth_store
 from edge.store import queries
+from edge.uplink.mqtt import MqttUplink
 
 
 class DaemonBackend:
@@ -28,12 +29,14 @@ class DaemonBackend:
         metrics: Metrics,
         meters: MeterService | None = None,
         load: LoadController | None = None,
+        uplink: MqttUplink | None = None,
     ) -> None:
         self.site = site
         self.commands = commands
         self.metrics = metrics
         self.meter_service = meters
         self.load = load
+        self.uplink_service = uplink
         self.started = time.monotonic()
         self.listening = False
         self.outbox: dict[str, Any] = {"backlog": 0, "oldest_age_s": None, "thinned": 0}
@@ -140,15 +143,31 @@ class DaemonBackend:
         return sample.phase_values("current"), False
 
     def uplink(self) -> dict[str, Any]:
+        """DESIGN.md §4.6 uplink; the backlog figures are refreshed every few seconds."""
+        live = self.uplink_service.status() if self.uplink_service else {}
         return {
             "mode": self.config.uplink.mode,
-            "connected": False,
+            "connected": live.get("connected", False),
             "backlog": self.outbox["backlog"],
             "oldest_age_s": self.outbox["oldest_age_s"],
             "thinned": self.outbox["thinned"],
-            "delivered": 0,
-            "last_error": None,
+            "delivered": live.get("delivered", 0),
+            "last_error": live.get("last_error"),
+            **{k: v for k, v in live.items() if k == "broker"},
         }
+
+    async def uplink_now(self) -> dict[str, Any]:
+        """The uplink with the backlog counted now (status uses the periodic count)."""
+        now = self.site.now()
+        self.outbox = await self.site.store.read(lambda c: queries.outbox_stats(c, now))
+        return self.uplink()
+
+    def uplink_retry(self) -> dict[str, Any]:
+        """Reconnect the uplink now."""
+        if self.uplink_service is None:
+            raise BadCommand(f"no uplink to retry (uplink.mode = {self.config.uplink.mode!r})")
+        self.uplink_service.retry()
+        return {"retrying": True}
 
     def v2g(self) -> dict[str, Any]:
         return {"enabled": self.config.v2g.enabled, "sessions": []}

@@ -33,6 +33,7 @@ from edge.state.registry import Registry
 from edge.store import auth as auth_store
 from edge.store import journal, queries, retention
 from edge.store.writer import Store
+from edge.uplink.mqtt import BrokerSettings, MqttUplink, store_access
 
 log = structlog.get_logger("edge.daemon")
 
@@ -75,6 +76,7 @@ class Daemon:
         self.backend: DaemonBackend | None = None
         self.meters: MeterService | None = None
         self.load: LoadController | None = None
+        self.uplink: MqttUplink | None = None
         self.api_runner: object | None = None
         self.api_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,7 +113,12 @@ class Daemon:
         commands.load = self.load
         site.listeners.append(self.load.on_event)
         self.meters.listeners.append(self.load.on_meter)
-        self.backend = DaemonBackend(site, commands, self.metrics, self.meters, self.load)
+        self.uplink = uplink_of(self.config, store, commands, self.registry)
+        if self.uplink is not None:
+            site.listeners.append(self.uplink.wake)
+        self.backend = DaemonBackend(
+            site, commands, self.metrics, self.meters, self.load, self.uplink
+        )
         app = create_app(self.backend, token=self.config.api.token)
         self.api_runner = runner = await start_api(app, self.config.api.listen)
         self.api_port = bound_port(runner)
@@ -119,6 +126,8 @@ class Daemon:
         self.backend.listening = True
         self.meters.start()
         self.load.start()
+        if self.uplink is not None:
+            self.uplink.start()
         # What start-up built lives as long as the daemon: keep it out of every full
         # collection, which would otherwise walk it and stall a control cycle.
         gc.collect()
@@ -184,6 +193,8 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.uplink is not None:
+            await self.uplink.stop()
         if self.load is not None:
             await self.load.stop()
         if self.meters is not None:
@@ -214,6 +225,28 @@ async def warm_validators() -> None:
     message and not before the endpoint listens."""
     for version in OcppVersion:
         await asyncio.to_thread(schemas.warm, version, HOT_ACTIONS)
+
+
+def uplink_of(
+    config: Config, store: Store, commands: StationCommands, registry: Registry
+) -> MqttUplink | None:
+    """The MQTT uplink of `[uplink] mode = "mqtt"` (the OCPP uplink is not built yet)."""
+    m = config.uplink.mqtt
+    if config.uplink.mode != "mqtt" or not m.host:
+        return None
+    settings = BrokerSettings(
+        m.host, m.port, m.tls, m.username, m.password, m.prefix, m.qos, config.site.id
+    )
+
+    def states() -> dict[str, dict[str, Any]]:
+        # last_seen moves with every heartbeat; the retained state changes with its content
+        return {
+            sid: {k: v for k, v in st.to_json().items() if k != "last_seen"}
+            for sid, st in registry.stations.items()
+        }
+
+    read, ack = store_access(store)
+    return MqttUplink(settings, read, ack, commands.run, states)
 
 
 async def local_list(store: Store) -> tuple[int, list[dict[str, Any]]]:

@@ -1,0 +1,262 @@
+"""The MQTT uplink: the outbox to the broker, commands from it (DESIGN.md §4.4).
+
+A record leaves the outbox only after the broker's PUBACK (QoS 1): aiomqtt's publish
+returns then. A lost connection leaves the rest in the outbox; they go again after the
+reconnect, so the cloud may see a duplicate (same `id`), never a gap. The gateway's
+status is retained with a last will (`offline`); each station's state is retained and
+republished when it changes. Commands arrive on `commands/{station}/{command}` and are
+answered on `commands/results/{request_id}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import orjson
+import structlog
+
+from edge.store import outbox
+from edge.store.outbox import OutboxRecord
+from edge.uplink import topics
+
+log = structlog.get_logger("edge.uplink.mqtt")
+
+BATCH = 200  # records published before their acknowledgements are awaited together
+IDLE_S = 0.5  # how often an empty outbox is looked at again (a new record also wakes it)
+STATE_EVERY_S = 1.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
+
+ReadOutbox = Callable[[int], Awaitable[list[OutboxRecord]]]
+Acknowledge = Callable[[list[int]], Awaitable[int]]
+RunCommand = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    host: str
+    port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    prefix: str = "edge"
+    qos: int = 1
+    site: str = "site"
+
+
+def store_access(store: Any) -> tuple[ReadOutbox, Acknowledge]:
+    """The two outbox operations over an `edge.store.writer.Store`."""
+
+    async def read(limit: int) -> list[OutboxRecord]:
+        return list(await store.read(lambda c: outbox.pending(c, limit)))
+
+    async def ack(ids: list[int]) -> int:
+        return int(await store.write(lambda c: outbox.delivered(c, ids)))
+
+    return read, ack
+
+
+class MqttUplink:
+    """Owns the broker connection and its reconnect loop."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        read: ReadOutbox,
+        ack: Acknowledge,
+        run_command: RunCommand,
+        states: Callable[[], dict[str, dict[str, Any]]],
+    ) -> None:
+        self.settings = settings
+        self.read = read
+        self.ack = ack
+        self.run_command = run_command
+        self.states = states
+        self.connected = False
+        self.delivered = 0
+        self.last_error: str | None = None
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self._retry = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._published: dict[str, bytes] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="uplink-mqtt")
+
+    async def stop(self) -> None:
+        """Say `offline` and disconnect. Cancelled again if a cancellation is lost in a
+        connect under way (3.11's wait_for can drop one), and the loop checks the flag."""
+        self._stopping = True
+        self._retry.set()
+        while self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=2)
+
+    def wake(self, *_: Any) -> None:
+        """New records were committed (SiteService listener)."""
+        self._wake.set()
+
+    def retry(self) -> None:
+        """`edge uplink retry`: reconnect now instead of after the backoff."""
+        self._retry.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "delivered": self.delivered,
+            "last_error": self.last_error,
+            "broker": f"{self.settings.host}:{self.settings.port}",
+        }
+
+    # -- the reconnect loop ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        s = self.settings
+        while not self._stopping:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker went away or refused us
+                self._lost(exc)
+            delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** max(self.failures - 1, 0))
+            delay += random.uniform(0, delay / 4)  # jitter: sites do not reconnect in step
+            self._retry.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry.wait()
+            log.info("uplink.reconnecting", broker=f"{s.host}:{s.port}")
+
+    def _lost(self, exc: BaseException) -> None:
+        error = _describe(exc)
+        if self.connected or self.last_error != error:
+            log.warning("uplink.disconnected", error=error)  # once per outage
+        self.connected = False
+        self.last_error = error
+        self.failures += 1
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        status = topics.status_topic(s.prefix, s.site)
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=f"edge-{s.site}",
+            # Commands sent while the gateway was away wait at the broker (MQTT 3.1.1
+            # §3.1.2.4); uplink data waits in our own outbox, not in the session.
+            clean_session=False,
+            will=aiomqtt.Will(status, b"offline", qos=1, retain=True),
+            tls_context=ssl.create_default_context() if s.tls else None,
+            keepalive=30,
+        )
+
+    async def _session(self) -> None:
+        s = self.settings
+        async with self._client() as client:
+            self.connected, self.failures, self.last_error = True, 0, None
+            self._published.clear()
+            log.info("uplink.connected", broker=f"{s.host}:{s.port}")
+            status = topics.status_topic(s.prefix, s.site)
+            await client.publish(status, b"online", qos=1, retain=True)
+            await client.subscribe(topics.commands_filter(s.prefix, s.site), qos=1)
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._pump(client))
+                    tasks.create_task(self._commands(client))
+                    tasks.create_task(self._states(client))
+            except asyncio.CancelledError:
+                # a clean stop: the last will is only for an unexpected loss
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1):
+                        await client.publish(status, b"offline", qos=1, retain=True)
+                raise
+            except BaseExceptionGroup as group:
+                raise group.exceptions[0] from None
+            finally:
+                self.connected = False
+
+    # -- what flows ----------------------------------------------------------------------
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        s = self.settings
+        while True:
+            records = await self.read(BATCH)
+            if not records:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(IDLE_S):
+                        await self._wake.wait()
+                continue
+            # Published in order on one connection; the broker keeps that order.
+            await asyncio.gather(
+                *(
+                    client.publish(
+                        topics.event_topic(s.prefix, s.site, r.type),
+                        topics.envelope(r, s.site),
+                        qos=s.qos,
+                    )
+                    for r in records
+                )
+            )
+            self.delivered += await self.ack([r.id for r in records])
+
+    async def _states(self, client: aiomqtt.Client) -> None:
+        """Each station's state, retained; republished when it changes."""
+        s = self.settings
+        while True:
+            for station, state in self.states().items():
+                payload = orjson.dumps(state)
+                if self._published.get(station) != payload:
+                    topic = topics.state_topic(s.prefix, s.site, station)
+                    await client.publish(topic, payload, qos=1, retain=True)
+                    self._published[station] = payload
+            await asyncio.sleep(STATE_EVERY_S)
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        s = self.settings
+        async for message in client.messages:
+            parsed = topics.parse_command_topic(s.prefix, s.site, str(message.topic))
+            if parsed is None:
+                continue
+            task = asyncio.create_task(self._command(client, *parsed, message.payload))
+            self._running.add(task)  # held until done: a bare task may be collected
+            task.add_done_callback(self._running.discard)
+
+    async def _command(self, client: aiomqtt.Client, station: str, command: str, raw: Any) -> None:
+        s = self.settings
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError as exc:
+            log.warning("uplink.command.bad_json", station=station, command=command, error=str(exc))
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("request_id"), str):
+            log.warning("uplink.command.no_request_id", station=station, command=command)
+            return
+        request_id = body.pop("request_id")
+        try:
+            result = await self.run_command(station, command, body)
+            payload = topics.command_result(request_id, station, command, ok=True, result=result)
+        except Exception as exc:  # every failure is an answer, never silence
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            payload = topics.command_result(request_id, station, command, ok=False, error=error)
+        log.info("uplink.command", station=station, command=command, request_id=request_id)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topics.result_topic(s.prefix, s.site, request_id), payload, qos=1)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
