@@ -95,6 +95,23 @@ class Metrics:
             registry=r,
         )
 
+        self.uplink_connected = Gauge(
+            "edge_uplink_connected", "1 while the uplink is connected to the cloud", registry=r
+        )
+        self.uplink_delivered = Counter(
+            "edge_uplink_delivered_total",
+            "Outbox records the cloud acknowledged",
+            registry=r,
+        )
+        self.uplink_backlog = Gauge(
+            "edge_uplink_backlog", "Outbox records waiting for the cloud", registry=r
+        )
+        self.uplink_oldest = Gauge(
+            "edge_uplink_oldest_age_seconds",
+            "Age of the oldest record waiting for the cloud (0 when none)",
+            registry=r,
+        )
+
     def on_commit(self, batch: int, seconds: float) -> None:
         """Feed one group commit into the histograms (called from the writer thread)."""
         self.commit_seconds.observe(seconds)

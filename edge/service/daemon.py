@@ -116,6 +116,7 @@ class Daemon:
         self.uplink = uplink_of(self.config, store, commands, self.registry)
         if self.uplink is not None:
             site.listeners.append(self.uplink.wake)
+            self.uplink.on_delivered = self.metrics.uplink_delivered.inc
         self.backend = DaemonBackend(
             site, commands, self.metrics, self.meters, self.load, self.uplink
         )
@@ -168,6 +169,9 @@ class Daemon:
                 backend.outbox = await store.read(
                     functools.partial(queries.outbox_stats, now=utc_now())
                 )
+                self.metrics.uplink_backlog.set(backend.outbox["backlog"])
+                self.metrics.uplink_oldest.set(backend.outbox["oldest_age_s"] or 0)
+                self.metrics.uplink_connected.set(bool(self.uplink and self.uplink.connected))
             except Exception:
                 log.exception("housekeeping.failed")
             await asyncio.sleep(HOUSEKEEPING_S)

@@ -88,6 +88,7 @@ class MqttUplink:
         self._published: dict[str, bytes] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.on_delivered: Callable[[int], None] = lambda n: None  # metrics
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -211,7 +212,9 @@ class MqttUplink:
                     for r in records
                 )
             )
-            self.delivered += await self.ack([r.id for r in records])
+            done = await self.ack([r.id for r in records])
+            self.delivered += done
+            self.on_delivered(done)
 
     async def _states(self, client: aiomqtt.Client) -> None:
         """Each station's state, retained; republished when it changes."""
