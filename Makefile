@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/ocpp_throughput.py
 	$(BIN)/python bench/modbus_poll.py
 	$(BIN)/python bench/load_balancing.py
+	$(BIN)/python bench/uplink_replay.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -269,6 +269,8 @@ class UplinkMqttConfig(Section):
     password: str | None = None
     prefix: str = "edge"
     qos: Literal[0, 1] = 1
+    homeassistant: bool = False  # publish Home Assistant MQTT discovery for stations, meters
+    discovery_prefix: str = "homeassistant"
 
 
 class UplinkConfig(Section):

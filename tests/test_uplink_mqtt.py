@@ -238,3 +238,37 @@ async def test_kill_9_under_load_then_everything_acknowledged_reaches_the_broker
 def _backlog(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+async def test_home_assistant_discovery_describes_each_station(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    broker = Broker(tmp_path)
+    broker.start()
+    site = await start_site(uplink_toml(broker.port) + "homeassistant = true\n")
+    try:
+        await until(lambda: site.daemon.uplink is not None and site.daemon.uplink.connected)
+        async with Subscriber(broker.port, "homeassistant/#") as ha:
+            await until(lambda: len(ha.messages) >= 12)  # 3 stations x 4 sensors, retained
+            configs = {p["unique_id"]: p for _, p, retained in ha.messages if retained}
+        status = configs["edge_test-site_station_CP16_status"]
+        assert status["state_topic"] == "edge/test-site/stations/CP16/state"
+        assert status["availability_topic"] == "edge/test-site/status"
+        assert status["device"]["name"] == "CP16"
+        current = configs["edge_test-site_station_CP16_current"]
+        assert current["unit_of_measurement"] == "A" and current["device_class"] == "current"
+    finally:
+        broker.stop()
+
+
+def test_discovery_covers_meters_with_energy_and_current_per_phase() -> None:
+    import orjson
+
+    from edge.uplink.topics import discovery
+
+    found = {t: orjson.loads(p) for t, p in discovery("edge", "s1", "ha", [], ["grid"])}
+    energy = found["ha/sensor/edge_s1_meter_grid_import/config"]
+    assert energy["state_class"] == "total_increasing" and energy["unit_of_measurement"] == "Wh"
+    assert energy["state_topic"] == "edge/s1/meters/grid/state"
+    l3 = found["ha/sensor/edge_s1_meter_grid_current_l3/config"]
+    assert l3["value_template"] == "{{ value_json.current_a[2] }}"

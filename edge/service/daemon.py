@@ -113,7 +113,7 @@ class Daemon:
         commands.load = self.load
         site.listeners.append(self.load.on_event)
         self.meters.listeners.append(self.load.on_meter)
-        self.uplink = uplink_of(self.config, store, commands, self.registry)
+        self.uplink = uplink_of(self.config, store, commands, self.registry, self.meters)
         if self.uplink is not None:
             site.listeners.append(self.uplink.wake)
             self.uplink.on_delivered = self.metrics.uplink_delivered.inc
@@ -232,14 +232,27 @@ async def warm_validators() -> None:
 
 
 def uplink_of(
-    config: Config, store: Store, commands: StationCommands, registry: Registry
+    config: Config,
+    store: Store,
+    commands: StationCommands,
+    registry: Registry,
+    meters: MeterService | None = None,
 ) -> MqttUplink | None:
     """The MQTT uplink of `[uplink] mode = "mqtt"` (the OCPP uplink is not built yet)."""
     m = config.uplink.mqtt
     if config.uplink.mode != "mqtt" or not m.host:
         return None
     settings = BrokerSettings(
-        m.host, m.port, m.tls, m.username, m.password, m.prefix, m.qos, config.site.id
+        m.host,
+        m.port,
+        m.tls,
+        m.username,
+        m.password,
+        m.prefix,
+        m.qos,
+        config.site.id,
+        m.homeassistant,
+        m.discovery_prefix,
     )
 
     def states() -> dict[str, dict[str, Any]]:
@@ -249,8 +262,15 @@ def uplink_of(
             for sid, st in registry.stations.items()
         }
 
+    def meter_states() -> dict[str, dict[str, Any]]:
+        if meters is None:
+            return {}
+        keep = ("id", "role", "ok", "status", "power_w", "current_a", "voltage_v")
+        wanted = (*keep, "import_wh", "export_wh")
+        return {meter["id"]: {k: meter.get(k) for k in wanted} for meter in meters.to_json()}
+
     read, ack = store_access(store)
-    return MqttUplink(settings, read, ack, commands.run, states)
+    return MqttUplink(settings, read, ack, commands.run, states, meter_states)
 
 
 async def local_list(store: Store) -> tuple[int, list[dict[str, Any]]]:

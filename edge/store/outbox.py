@@ -19,11 +19,13 @@ class OutboxRecord:
     data: bytes
 
 
-def pending(conn: sqlite3.Connection, limit: int) -> list[OutboxRecord]:
-    """The oldest waiting records in commit order (which keeps each station's order)."""
+def pending(conn: sqlite3.Connection, limit: int, after: int = 0) -> list[OutboxRecord]:
+    """The oldest waiting records after row `after`, in commit order (which keeps each
+    station's order)."""
     rows = conn.execute(
-        "SELECT id, record_id, station, seq, type, time, data FROM outbox ORDER BY id LIMIT ?",
-        (limit,),
+        "SELECT id, record_id, station, seq, type, time, data FROM outbox WHERE id > ?"
+        " ORDER BY id LIMIT ?",
+        (after, limit),
     ).fetchall()
     return [OutboxRecord(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
 

@@ -28,12 +28,13 @@ from edge.uplink import topics
 
 log = structlog.get_logger("edge.uplink.mqtt")
 
-BATCH = 200  # records published before their acknowledgements are awaited together
+BATCH = 500  # records published before their acknowledgements are awaited together
+INFLIGHT = 500
 IDLE_S = 0.5  # how often an empty outbox is looked at again (a new record also wakes it)
 STATE_EVERY_S = 1.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
 
-ReadOutbox = Callable[[int], Awaitable[list[OutboxRecord]]]
+ReadOutbox = Callable[[int, int], Awaitable[list[OutboxRecord]]]  # (limit, after id)
 Acknowledge = Callable[[list[int]], Awaitable[int]]
 RunCommand = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -48,13 +49,15 @@ class BrokerSettings:
     prefix: str = "edge"
     qos: int = 1
     site: str = "site"
+    homeassistant: bool = False
+    discovery_prefix: str = "homeassistant"
 
 
 def store_access(store: Any) -> tuple[ReadOutbox, Acknowledge]:
     """The two outbox operations over an `edge.store.writer.Store`."""
 
-    async def read(limit: int) -> list[OutboxRecord]:
-        return list(await store.read(lambda c: outbox.pending(c, limit)))
+    async def read(limit: int, after: int) -> list[OutboxRecord]:
+        return list(await store.read(lambda c: outbox.pending(c, limit, after)))
 
     async def ack(ids: list[int]) -> int:
         return int(await store.write(lambda c: outbox.delivered(c, ids)))
@@ -72,12 +75,14 @@ class MqttUplink:
         ack: Acknowledge,
         run_command: RunCommand,
         states: Callable[[], dict[str, dict[str, Any]]],
+        meter_states: Callable[[], dict[str, dict[str, Any]]] = dict,
     ) -> None:
         self.settings = settings
         self.read = read
         self.ack = ack
         self.run_command = run_command
         self.states = states
+        self.meter_states = meter_states
         self.connected = False
         self.delivered = 0
         self.last_error: str | None = None
@@ -162,17 +167,24 @@ class MqttUplink:
             will=aiomqtt.Will(status, b"offline", qos=1, retain=True),
             tls_context=ssl.create_default_context() if s.tls else None,
             keepalive=30,
+            # A batch is published back to back: let the broker hold many unacknowledged
+            # at once instead of paho's 20, which caps the replay after an outage.
+            max_inflight_messages=INFLIGHT,
         )
 
     async def _session(self) -> None:
         s = self.settings
-        async with self._client() as client:
+        client = self._client()
+        client.pending_calls_threshold = BATCH  # a full batch in flight is the plan
+        async with client:
             self.connected, self.failures, self.last_error = True, 0, None
             self._published.clear()
             log.info("uplink.connected", broker=f"{s.host}:{s.port}")
             status = topics.status_topic(s.prefix, s.site)
             await client.publish(status, b"online", qos=1, retain=True)
             await client.subscribe(topics.commands_filter(s.prefix, s.site), qos=1)
+            if s.homeassistant:
+                await self._discovery(client)
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._pump(client))
@@ -192,41 +204,72 @@ class MqttUplink:
     # -- what flows ----------------------------------------------------------------------
 
     async def _pump(self, client: aiomqtt.Client) -> None:
+        """Batches in commit order; a batch's rows are deleted (one commit) while the
+        next batch is already on its way. A new connection starts again from the
+        oldest row still in the outbox."""
         s = self.settings
-        while True:
-            records = await self.read(BATCH)
-            if not records:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_S):
-                        await self._wake.wait()
-                continue
-            # Published in order on one connection; the broker keeps that order.
-            await asyncio.gather(
-                *(
-                    client.publish(
-                        topics.event_topic(s.prefix, s.site, r.type),
-                        topics.envelope(r, s.site),
-                        qos=s.qos,
+        after, deleting = 0, None
+        try:
+            while True:
+                records = await self.read(BATCH, after)
+                if not records:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(IDLE_S):
+                            await self._wake.wait()
+                    continue
+                # Published in order on one connection; the broker keeps that order.
+                await asyncio.gather(
+                    *(
+                        client.publish(
+                            topics.event_topic(s.prefix, s.site, r.type),
+                            topics.envelope(r, s.site),
+                            qos=s.qos,
+                        )
+                        for r in records
                     )
-                    for r in records
                 )
-            )
-            done = await self.ack([r.id for r in records])
-            self.delivered += done
-            self.on_delivered(done)
+                after = records[-1].id
+                if deleting is not None:
+                    await deleting
+                deleting = asyncio.ensure_future(self._acknowledged([r.id for r in records]))
+        finally:
+            if deleting is not None:  # acknowledged by the broker: let go of them anyway
+                with contextlib.suppress(Exception):  # if not, they go again: a duplicate
+                    await asyncio.shield(deleting)
+
+    async def _acknowledged(self, ids: list[int]) -> None:
+        done = await self.ack(ids)
+        self.delivered += done
+        self.on_delivered(done)
 
     async def _states(self, client: aiomqtt.Client) -> None:
-        """Each station's state, retained; republished when it changes."""
+        """Each station's and meter's state, retained; republished when it changes."""
         s = self.settings
         while True:
-            for station, state in self.states().items():
+            changed = [
+                (topics.state_topic(s.prefix, s.site, station), state)
+                for station, state in self.states().items()
+            ] + [
+                (topics.meter_state_topic(s.prefix, s.site, meter), state)
+                for meter, state in self.meter_states().items()
+            ]
+            for topic, state in changed:
                 payload = orjson.dumps(state)
-                if self._published.get(station) != payload:
-                    topic = topics.state_topic(s.prefix, s.site, station)
+                if self._published.get(topic) != payload:
                     await client.publish(topic, payload, qos=1, retain=True)
-                    self._published[station] = payload
+                    self._published[topic] = payload
             await asyncio.sleep(STATE_EVERY_S)
+
+    async def _discovery(self, client: aiomqtt.Client) -> None:
+        """Home Assistant MQTT discovery, retained, on every connect."""
+        s = self.settings
+        configs = topics.discovery(
+            s.prefix, s.site, s.discovery_prefix, sorted(self.states()), sorted(self.meter_states())
+        )
+        for topic, payload in configs:
+            await client.publish(topic, payload, qos=1, retain=True)
+        log.info("uplink.homeassistant.discovery", entities=len(configs))
 
     async def _commands(self, client: aiomqtt.Client) -> None:
         s = self.settings
