@@ -419,7 +419,12 @@ def _message(err: Any, field: FieldInfo | None) -> str:
     if kind == "literal_error":
         return f"must be one of: {_listing(choices)} (got {got!r})"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{_bounds(field)} (got {got!r})"
+        bounds = _bounds(field)
+        if bounds == "must be ":  # the constraint sits inside an optional: name the one hit
+            ctx = err.get("ctx", {})
+            words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+            bounds += " and ".join(f"{w} {_number(ctx[k])}" for k, w in words.items() if k in ctx)
+        return f"{bounds} (got {got!r})"
     if kind in ("string_too_short", "too_short"):
         shortest = err["ctx"]["min_length"]
         return (

@@ -128,7 +128,8 @@ def test_an_unknown_key_or_section_lists_what_is_allowed() -> None:
     )
     assert found["ocp"].startswith("unknown key 'ocp'; allowed: site, ocpp, stations, api,")
     assert found["uplink.mqtt.qso"] == (
-        "unknown key 'qso'; allowed: host, port, tls, username, password, prefix, qos"
+        "unknown key 'qso'; allowed: host, port, tls, username, password, prefix, qos,"
+        " homeassistant, discovery_prefix"
     )
     assert "allowed: id_tag, status, expiry, parent_id_tag" in found["auth.tags[0].staus"]
 
@@ -365,3 +366,11 @@ def test_a_station_naming_a_missing_charger_profile_is_told_what_exists() -> Non
 def test_load_timing_keys_have_bounds() -> None:
     found = problems("[load]\ngrid_limit_a = 32\nperiod_s = 0\nrotation_s = 5\n")
     assert set(found) == {"load.period_s", "load.rotation_s"}
+
+
+def test_a_bound_on_an_optional_key_is_named() -> None:
+    found = problems(
+        '[[meters]]\nid = "m"\nrole = "grid"\nprofile = "eastron-sdm630"\n'
+        'host = "192.0.2.1"\npoll_interval_s = 0.05\n'
+    )
+    assert found == {"meters[0].poll_interval_s": "must be at least 0.1 (got 0.05)"}
