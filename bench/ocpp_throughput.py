@@ -100,7 +100,7 @@ def start_baseline(compression: bool = True) -> tuple[subprocess.Popen[str], str
 
 
 def start_edge(
-    tmp: Path, compression: bool = True
+    tmp: Path, compression: bool = True, extra: str = ""
 ) -> tuple[subprocess.Popen[bytes], str, str, float]:
     """Spawn `edge run` on free ports; return it, its OCPP and API URLs, seconds to ready."""
     port, api = free_port(), free_port()
@@ -124,6 +124,7 @@ outbox_max_rows = 10000000
 [log]
 level = "warning"
 format = "json"
+{extra}
 """)
     started = time.perf_counter()
     proc = subprocess.Popen([PY, "-m", "edge", "run", "--config", str(cfg)], cwd=ROOT)
