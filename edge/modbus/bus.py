@@ -145,7 +145,8 @@ class Bus:
         self._drop()
         client = self._new_client()
         try:
-            ok = await asyncio.wait_for(client.connect(), self.settings.timeout_s + 2)
+            async with asyncio.timeout(self.settings.timeout_s + 2):  # not wait_for (3.11)
+                ok = await client.connect()
         except (OSError, TimeoutError, ModbusException) as exc:
             ok = False
             reason = str(exc) or type(exc).__name__

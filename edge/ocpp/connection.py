@@ -209,8 +209,11 @@ class Connection:
         if self.closed:
             raise StationNotConnected(self.station_id)
         timeout = self.call_timeout if timeout is None else timeout
+        # asyncio.timeout rather than wait_for: on 3.11 wait_for can drop a cancellation
+        # that races the result, leaving the lock taken or the caller running on.
         try:
-            await asyncio.wait_for(self._call_lock.acquire(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._call_lock.acquire()
         except TimeoutError:
             raise CommandTimeout(self.station_id, action, timeout) from None
         try:
@@ -225,7 +228,8 @@ class Connection:
         self.metrics.messages.labels("out", action, self.version.value).inc()
         try:
             await self._send(frames.encode_call(unique_id, action, payload))
-            result = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                result = await fut
         except TimeoutError:
             log.warning("ocpp.call.timeout", action=action, timeout_s=timeout)
             raise CommandTimeout(self.station_id, action, timeout) from None
