@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -42,11 +41,8 @@ from edge.domain.load import (
     SiteSnapshot,
 )
 from edge.domain.site_meter import SiteMeterSample
-from edge.domain.station import OcppVersion
-from edge.errors import DeviceError
 from edge.metrics import Metrics
-from edge.ocpp import charger_profile, charging
-from edge.ocpp.commands import Outbound
+from edge.service.load_writer import Charger, LimitWriter
 from edge.state.load_view import (
     ConnectorMemory,
     Key,
@@ -58,27 +54,14 @@ from edge.state.load_view import (
 )
 from edge.state.meters import MeterBoard
 from edge.state.registry import Registry, StationState
-from edge.store.load import record_limit_changes
 from edge.store.writer import Store
 
 log = structlog.get_logger("edge.load")
 
-BACKOFF_S = 10.0  # a station that failed a limit is left alone (held) this long
-LIMIT_TIMEOUT_S = 10.0
 # A car's reported draw older than this is not subtracted from the grid import: the
 # MeterValues a charger sends while its current changes (OCPP 1.6 §4.7 sampled values
 # with ClockAlignedDataInterval / MeterValueSampleInterval) are the freshest it gets.
-REPORT_MAX_AGE_S = 60.0  # a limit is a small CALL; a charger slower than this is unwell
-
-
-class Charger(Protocol):
-    """What the controller needs of the OCPP endpoint."""
-
-    async def call(
-        self, station_id: str, action: str, payload: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]: ...
-
-    def version_of(self, station_id: str) -> OcppVersion | None: ...
+REPORT_MAX_AGE_S = 60.0
 
 
 def policy_of(config: Config) -> Policy:
@@ -125,12 +108,19 @@ class LoadController:
         self.grid_import_a: Phases | None = None
         self._circuit_of = {s: c.id for c in config.circuits for s in c.stations}
         self._circuit_specs = tuple((c.id, c.limit_a, c.parent, c.meter) for c in config.circuits)
-        self._wanted: dict[str, dict[int, Setpoint]] = {}
-        self._max_due: set[str] = set()
-        self._writers: dict[str, asyncio.Task[None]] = {}
-        self._failed_until: dict[str, float] = {}
-        self._quirks: dict[str, charger_profile.ChargingQuirks] = {}
         self._wake = asyncio.Event()
+        self.writer = LimitWriter(
+            config,
+            registry,
+            chargers,
+            store,
+            self.memory,
+            clock,
+            mono,
+            metrics,
+            on_written=self._wake.set,
+            context=self._context,
+        )
         self._task: asyncio.Task[None] | None = None
         self._failsafe = False
 
@@ -147,12 +137,11 @@ class LoadController:
             )
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._writers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._task
+        await self.writer.stop()
 
     async def _run(self) -> None:
         while True:
@@ -175,9 +164,7 @@ class LoadController:
             return
         match event:
             case StationConnected() | StationBooted():
-                self._max_due.add(event.station)
-                self._quirks.pop(event.station, None)
-                self._failed_until.pop(event.station, None)
+                self.writer.reset(event.station)
                 self._wake.set()
             case StationDisconnected():
                 self._wake.set()
@@ -207,10 +194,9 @@ class LoadController:
         self._remember(allocation, now_s)
         sends = list(settle(self._sendable(allocation), self._in_force(), now_s, self.policy))
         sends += self._refreshes(now_s, {s.key for s in sends})
-        for sp in sends:
-            self._wanted.setdefault(sp.station, {})[sp.connector] = sp
+        self.writer.want(sends)
         for station in {sp.station for sp in sends} | self._due_max():
-            self._write(station)
+            self.writer.write(station)
         self._observe(allocation, time.perf_counter() - started)
         return allocation
 
@@ -237,7 +223,7 @@ class LoadController:
     def _settings(self) -> dict[str, StationSetting]:
         out = {}
         for s in self.config.stations:
-            quirks = self._quirks.get(s.id)
+            quirks = self.writer.quirks.get(s.id)
             out[s.id] = StationSetting(
                 s.max_current_a,
                 s.phases,
@@ -256,7 +242,7 @@ class LoadController:
             return False
         if st.boot_status not in (None, "Accepted"):
             return False  # 1.6 §4.2.1: no CSMS-initiated messages before Accepted
-        return self.mono() >= self._failed_until.get(st.id, 0.0)
+        return not self.writer.failing(st.id)
 
     def _grid_import(self, loads: tuple[ConnectorLoad, ...]) -> Phases | None:
         """The import at the connection point per phase; None = unknown (DESIGN.md §3)."""
@@ -324,7 +310,7 @@ class LoadController:
 
     def _due_max(self) -> set[str]:
         due = set()
-        for station in self._max_due:
+        for station in self.writer.max_due:
             st = self.registry.stations.get(station)
             if st is not None and self._responsive(st):
                 due.add(station)
@@ -345,185 +331,16 @@ class LoadController:
             for i, amps in enumerate(allocation.ev_allocated_a):
                 self.metrics.load_allocated.labels(f"L{i + 1}").set(amps)
 
-    # -- writing limits: one task per station, one CALL at a time ---------------------
-
-    def _write(self, station: str) -> None:
-        task = self._writers.get(station)
-        if task is None or task.done():
-            self._writers[station] = asyncio.create_task(
-                self._writer(station), name=f"load-writer-{station}"
-            )
-
-    async def _writer(self, station: str) -> None:
-        version = self.chargers.version_of(station)
-        if version is None:
-            return
-        quirks = self._quirks_of(station)
-        if station in self._max_due:
-            self._max_due.discard(station)
-            await self._send_max(station, version, quirks)
-        changes = []
-        while self._wanted.get(station):
-            _, sp = self._wanted[station].popitem()
-            change = await self._send_limit(version, sp, self._quirks_of(station))
-            if change is not None:
-                changes.append(change)
-            if self.mono() < self._failed_until.get(station, 0.0):
-                self._wanted.pop(station, None)
-                break
-        if changes and self.store is not None:
-            now = self.clock()
-            await self.store.write(lambda c: record_limit_changes(c, changes, now))
-        if changes:
-            self._wake.set()  # what was held for this one may be due now
-
-    def _quirks_of(self, station: str) -> charger_profile.ChargingQuirks:
-        quirks = self._quirks.get(station)
-        if quirks is None:
-            cfg = self.config.station(station)
-            st = self.registry.station(station)
-            try:
-                profile = charger_profile.for_station(
-                    cfg.profile if cfg else None, st.identity.vendor, st.identity.model
-                )
-                quirks = profile.charging
-            except charger_profile.ChargerProfileError as exc:
-                log.error("load.charger_profile.failed", station=station, error=str(exc))
-                quirks = charger_profile.ChargingQuirks()
-            self._quirks[station] = quirks
-        return quirks
-
-    def _phases(self, station: str) -> int:
-        cfg = self.config.station(station)
-        return cfg.phases if cfg else 3
-
-    def max_level_a(self, station: str) -> float:
-        """The station max profile: its own max, never above any limit it is under."""
-        cfg = self.config.station(station)
-        level = cfg.max_current_a if cfg else 32.0
-        margin = self.config.load.margin_a
-        if self.config.load.grid_limit_a is not None:
-            level = min(level, self.config.load.grid_limit_a - margin)
-        limits = {c.id: c for c in self.config.circuits}
-        node = self._circuit_of.get(station)
-        seen: set[str] = set()
-        while node is not None and node in limits and node not in seen:
-            seen.add(node)
-            level = min(level, limits[node].limit_a - margin)
-            node = limits[node].parent
-        return max(math.floor(level * 10) / 10, 0.0)
-
-    def fallback_level_a(self) -> float:
-        """Where a charger goes by itself when edge stops rewriting its limit: the
-        fail-safe current or the static share of the grid limit, whichever is lower;
-        0 when that is below the minimum current."""
-        load = self.config.load
-        level = load.failsafe_current_a
-        if load.grid_limit_a is not None:
-            count = sum(len(connectors_of(st)) for st in self.registry.stations.values())
-            level = min(level, (load.grid_limit_a - load.margin_a) / max(count, 1))
-        level = math.floor(level * 10) / 10
-        return level if level >= load.min_current_a else 0.0
-
-    async def _send_max(
-        self, station: str, version: OcppVersion, quirks: charger_profile.ChargingQuirks
-    ) -> None:
-        amps = self.max_level_a(station)
-        out = charging.max_call(version, amps, self._phases(station), quirks, self.clock())
-        status = await self._call(station, out)
-        if status == "Accepted":
-            log.info("load.max_profile.set", station=station, limit_a=amps)
-        elif status is not None:
-            log.warning("load.max_profile.rejected", station=station, status=status)
-
-    async def _send_limit(
-        self, version: OcppVersion, sp: Setpoint, quirks: charger_profile.ChargingQuirks
-    ) -> dict[str, Any] | None:
-        m = self.memory.setdefault(sp.key, ConnectorMemory())
-        m.pending_a = sp.limit_a
-        try:
-            tried = [quirks, *(quirks.retried(how) for how in quirks.on_reject)]
-            for variant in tried:
-                status = await self._call(sp.station, self._limit_out(version, sp, variant))
-                if status is None:
-                    return None  # no answer: held at its last limit, retried later
-                if status == "Accepted":
-                    self._quirks[sp.station] = variant
-                    return self._accepted(sp, m, variant)
-            self._rejected(sp, status)
-            return None
-        finally:
-            m.pending_a = None
-
-    def _limit_out(
-        self, version: OcppVersion, sp: Setpoint, quirks: charger_profile.ChargingQuirks
-    ) -> Outbound:
-        after = self.config.load.fallback_after_s
-        fallback = (after, self.fallback_level_a()) if after else None
-        phases = self._phases(sp.station)
-        return charging.limit_call(
-            version, sp.connector, sp.limit_a, phases, quirks, self.clock(), fallback
-        )
-
-    async def _call(self, station: str, out: Outbound) -> str | None:
-        """The charger's status, or None when it did not answer (it is then held)."""
-        try:
-            response = await self.chargers.call(
-                station, out.action, out.payload, timeout=LIMIT_TIMEOUT_S
-            )
-        except DeviceError as exc:  # not connected, no answer in time, CALLERROR
-            self._failed_until[station] = self.mono() + BACKOFF_S
-            self.registry.station(station).limit_error = str(exc)
-            log.warning("load.limit.unanswered", station=station, error=str(exc))
-            if self.metrics is not None:
-                self.metrics.load_limits.labels("failed").inc()
-            return None
-        status = response.get("status")
-        return status if isinstance(status, str) else "Rejected"
-
-    def _accepted(
-        self, sp: Setpoint, m: ConnectorMemory, quirks: charger_profile.ChargingQuirks
-    ) -> dict[str, Any]:
-        now_s = self.mono()
-        previous = m.limit_a
-        m.limit_a, m.written_s = sp.limit_a, now_s
-        if previous is None or abs(previous - sp.limit_a) > 1e-9:
-            m.since_s = now_s
-        st = self.registry.station(sp.station)
-        st.limits[sp.connector] = (sp.limit_a, sp.reason.value)
-        st.limit_a = round(sum(a for a, _ in st.limits.values()), 1)
-        st.limit_reason = sp.reason.value
-        st.limit_since = self.clock()
-        st.limit_error = None
-        if self.metrics is not None:
-            self.metrics.load_limits.labels("accepted").inc()
-        log.info(
-            "load.limit.changed",
-            station=sp.station,
-            connector=sp.connector,
-            limit_a=sp.limit_a,
-            previous_a=previous,
-            reason=sp.reason.value,
-        )
-        allocation = self.allocation
+    def _context(self) -> dict[str, Any]:
+        """What the site looked like, recorded with each limit change."""
+        a = self.allocation
         return {
-            "station": sp.station,
-            "connector": sp.connector,
-            "limit_a": sp.limit_a,
-            "previous_a": previous,
-            "reason": sp.reason.value,
-            "unit": quirks.rate_unit,
-            "failsafe": bool(allocation and allocation.failsafe),
+            "failsafe": bool(a and a.failsafe),
             "grid_import_a": list(self.grid_import_a) if self.grid_import_a else None,
         }
 
-    def _rejected(self, sp: Setpoint, status: str | None) -> None:
-        self._failed_until[sp.station] = self.mono() + BACKOFF_S
-        error = f"SetChargingProfile {status} for {sp.limit_a:g} A on connector {sp.connector}"
-        self.registry.station(sp.station).limit_error = error
-        log.warning("load.limit.rejected", station=sp.station, error=error)
-        if self.metrics is not None:
-            self.metrics.load_limits.labels("rejected").inc()
+    def fallback_level_a(self) -> float:
+        return self.writer.fallback_level_a()
 
     # -- constraints from outside --------------------------------------------------------
 
