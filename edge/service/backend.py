@@ -17,6 +17,7 @@ from edge.service.site import SiteService
 from edge.store import auth as auth_store
 from edge.store import queries
 from edge.uplink.mqtt import MqttUplink
+from edge.uplink.ocpp_up import OcppUplink
 
 
 class DaemonBackend:
@@ -29,7 +30,7 @@ class DaemonBackend:
         metrics: Metrics,
         meters: MeterService | None = None,
         load: LoadController | None = None,
-        uplink: MqttUplink | None = None,
+        uplink: MqttUplink | OcppUplink | None = None,
     ) -> None:
         self.site = site
         self.commands = commands
@@ -153,7 +154,7 @@ class DaemonBackend:
             "thinned": self.outbox["thinned"],
             "delivered": live.get("delivered", 0),
             "last_error": live.get("last_error"),
-            **{k: v for k, v in live.items() if k == "broker"},
+            **{k: v for k, v in live.items() if k in ("broker", "stations")},
         }
 
     async def uplink_now(self) -> dict[str, Any]:

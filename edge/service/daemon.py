@@ -19,6 +19,7 @@ import structlog
 from edge.config import Config
 from edge.domain.auth import AuthEntry, AuthStatus
 from edge.domain.station import OcppVersion
+from edge.domain.units import iso_utc
 from edge.errors import EdgeError
 from edge.logs import configure as configure_logging
 from edge.metrics import Metrics
@@ -31,9 +32,12 @@ from edge.service.meters import MeterService
 from edge.service.site import SiteService, utc_now
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
-from edge.store import journal, queries, retention
+from edge.store import journal, outbox, queries, retention
+from edge.store.outbox import OutboxRecord
 from edge.store.writer import Store
 from edge.uplink.mqtt import BrokerSettings, MqttUplink, store_access
+from edge.uplink.ocpp_up import OcppUplink, StationLink
+from edge.uplink.ocpp_up import Store as UplinkStore
 
 log = structlog.get_logger("edge.daemon")
 
@@ -76,7 +80,7 @@ class Daemon:
         self.backend: DaemonBackend | None = None
         self.meters: MeterService | None = None
         self.load: LoadController | None = None
-        self.uplink: MqttUplink | None = None
+        self.uplink: MqttUplink | OcppUplink | None = None
         self.api_runner: object | None = None
         self.api_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -237,8 +241,10 @@ def uplink_of(
     commands: StationCommands,
     registry: Registry,
     meters: MeterService | None = None,
-) -> MqttUplink | None:
-    """The MQTT uplink of `[uplink] mode = "mqtt"` (the OCPP uplink is not built yet)."""
+) -> MqttUplink | OcppUplink | None:
+    """The uplink `[uplink] mode` names."""
+    if config.uplink.mode == "ocpp":
+        return ocpp_uplink(config, store, commands.server, registry)
     m = config.uplink.mqtt
     if config.uplink.mode != "mqtt" or not m.host:
         return None
@@ -271,6 +277,74 @@ def uplink_of(
 
     read, ack = store_access(store)
     return MqttUplink(settings, read, ack, commands.run, states, meter_states)
+
+
+def ocpp_uplink(
+    config: Config, store: Store, server: OcppServer, registry: Registry
+) -> OcppUplink | None:
+    """Each station presented to the cloud CSMS as itself (DESIGN.md §4.5)."""
+    o = config.uplink.ocpp
+    if not o.url:
+        return None
+
+    def links() -> list[StationLink]:
+        found = []
+        for st in registry.stations.values():
+            if st.ocpp_version is None or not st.identity.vendor:
+                continue  # never booted here: nothing to present yet
+            found.append(
+                StationLink(
+                    st.id,
+                    st.ocpp_version.value,
+                    functools.partial(_identity, st),
+                    functools.partial(_connector_states, st),
+                )
+            )
+        return found
+
+    async def forward(station: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await server.call(station, action, payload)
+
+    ssl_context = None
+    if o.url.startswith("wss://"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=str(o.tls_ca) if o.tls_ca else None)
+        if o.tls_cert and o.tls_key:
+            ssl_context.load_cert_chain(str(o.tls_cert), str(o.tls_key))
+    return OcppUplink(o.url, o.password, _uplink_store(store), forward, links, ssl_context)
+
+
+def _identity(st: Any) -> dict[str, str]:
+    i = st.identity
+    return {"vendor": i.vendor, "model": i.model, "firmware": i.firmware, "serial": i.serial}
+
+
+def _connector_states(st: Any) -> dict[int, str]:
+    return {cid: c.status for cid, c in st.connectors.items() if cid > 0}
+
+
+def _uplink_store(store: Store) -> UplinkStore:
+    async def pending(station: str, limit: int, after: int) -> list[OutboxRecord]:
+        return await store.read(lambda c: outbox.pending_of(c, station, limit, after))
+
+    async def ack(record_id: int) -> None:
+        await store.write(lambda c: outbox.delivered(c, [record_id]))
+
+    async def cloud_tx(session_id: int) -> int | None:
+        return await store.read(lambda c: outbox.cloud_tx(c, session_id))
+
+    async def map_tx(session_id: int, cloud: int, record_id: int) -> None:
+        await store.write(lambda c: outbox.map_tx(c, session_id, cloud, record_id))
+
+    async def local_session(cloud: int) -> int | None:
+        return await store.read(lambda c: outbox.local_session(c, cloud))
+
+    async def park(record: OutboxRecord, error: str) -> None:
+        at = iso_utc(utc_now())
+        await store.write(lambda c: outbox.park(c, record, error, at))
+
+    return UplinkStore(pending, ack, cloud_tx, map_tx, local_session, park)
 
 
 async def local_list(store: Store) -> tuple[int, list[dict[str, Any]]]:

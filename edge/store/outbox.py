@@ -38,3 +38,52 @@ def delivered(conn: sqlite3.Connection, ids: list[int]) -> int:
         marks = ",".join("?" * len(chunk))
         done += conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk).rowcount
     return done
+
+
+def pending_of(
+    conn: sqlite3.Connection, station: str, limit: int, after: int = 0
+) -> list[OutboxRecord]:
+    """One station's oldest waiting records after row `after`, in order."""
+    rows = conn.execute(
+        "SELECT id, record_id, station, seq, type, time, data FROM outbox"
+        " WHERE station = ? AND id > ? ORDER BY id LIMIT ?",
+        (station, after, limit),
+    ).fetchall()
+    return [OutboxRecord(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in rows]
+
+
+def cloud_tx(conn: sqlite3.Connection, session_id: int) -> int | None:
+    """The cloud's 1.6 transactionId of a session, once its StartTransaction went up."""
+    row = conn.execute("SELECT cloud_tx FROM uplink_tx WHERE session_id = ?", (session_id,))
+    found = row.fetchone()
+    return int(found[0]) if found else None
+
+
+def local_session(conn: sqlite3.Connection, cloud: int) -> int | None:
+    """The session the cloud knows as `cloud` (for its RemoteStopTransaction)."""
+    found = conn.execute("SELECT session_id FROM uplink_tx WHERE cloud_tx = ?", (cloud,)).fetchone()
+    return int(found[0]) if found else None
+
+
+def map_tx(conn: sqlite3.Connection, session_id: int, cloud: int, record_id: int) -> None:
+    """Store the cloud's id for a session and let go of its start record."""
+    conn.execute(
+        "INSERT INTO uplink_tx (session_id, cloud_tx) VALUES (?, ?)"
+        " ON CONFLICT (session_id) DO UPDATE SET cloud_tx = excluded.cloud_tx",
+        (session_id, cloud),
+    )
+    conn.execute("DELETE FROM outbox WHERE id = ?", (record_id,))
+
+
+def park(conn: sqlite3.Connection, record: OutboxRecord, error: str, at: str) -> None:
+    """Move a record the cloud refused for good to the dead letters (never dropped)."""
+    conn.execute(
+        "INSERT INTO dead_letter (record_id, station, type, data, error, parked_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (record.record_id, record.station, record.type, record.data, error, at),
+    )
+    conn.execute("DELETE FROM outbox WHERE id = ?", (record.id,))
+
+
+def dead_letters(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0])

@@ -69,6 +69,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX site_meter_samples_meter ON site_meter_samples (meter, taken_at);
     CREATE INDEX site_meter_samples_time ON site_meter_samples (taken_at);
     """,
+    # 3: the OCPP uplink: the cloud's 1.6 transaction id of each session, and records
+    # the cloud refused for good (kept, visible, retryable).
+    """
+    CREATE TABLE uplink_tx (session_id INTEGER PRIMARY KEY, cloud_tx INTEGER NOT NULL);
+    CREATE TABLE dead_letter (
+        id INTEGER PRIMARY KEY, record_id TEXT NOT NULL, station TEXT, type TEXT NOT NULL,
+        data BLOB NOT NULL, error TEXT NOT NULL, parked_at TEXT NOT NULL
+    );
+    """,
 )
 
 

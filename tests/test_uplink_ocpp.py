@@ -1,0 +1,108 @@
+"""The OCPP uplink against a cloud CSMS written with the `ocpp` library (1.6 and 2.0.1):
+sessions run while the cloud is down; afterwards it sees each station boot, its
+current state and every transaction message in order, 1.6 ids mapped to its own; a
+cloud command reaches the charger and its answer goes back up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ocpp.v16 import call as call16
+from websockets.asyncio.server import serve
+from websockets.typing import Subprotocol
+
+from edge.sim.charger import SimCharger, SimStation
+from tests.broker import free_port
+from tests.conftest import RunningSite, StartSite
+from tests.test_sim import LibraryCsms
+from tests.test_uplink_mqtt import post, until
+
+
+@contextlib.asynccontextmanager
+async def cloud_on(cloud: LibraryCsms, port: int) -> AsyncIterator[LibraryCsms]:
+    protocols = [Subprotocol("ocpp1.6"), Subprotocol("ocpp2.0.1")]
+    async with serve(cloud.handle, "127.0.0.1", port, subprotocols=protocols):
+        cloud.port = port
+        yield cloud
+
+
+def waiting(site: RunningSite, station: str) -> int:
+    with sqlite3.connect(site.db) as db:
+        row = db.execute("SELECT count(*) FROM outbox WHERE station = ?", (station,)).fetchone()
+        return int(row[0])
+
+
+async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_ids(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    port = free_port()
+    site = await start_site(
+        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
+        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+    )
+    chargers = [
+        SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url),
+        SimCharger(SimStation(id="CP201", version="2.0.1", meter_interval_s=0), site.url),
+    ]
+    runners = [asyncio.create_task(c.run()) for c in chargers]
+    try:
+        for c in chargers:
+            await c.wait_connected()
+            await c.start(1, "CARD1")
+            await c.send_meter(1)
+            await c.stop(1)
+        assert waiting(site, "CP16") > 0 and waiting(site, "CP201") > 0
+
+        cloud = LibraryCsms()
+        async with cloud_on(cloud, port):
+            await post(site, "/api/v1/uplink/retry")
+            await cloud.traffic.until(
+                lambda: (
+                    bool(cloud.traffic.of("CP16", "StopTransaction"))
+                    and len(cloud.traffic.of("CP201", "TransactionEvent")) >= 2
+                ),
+                timeout=15,
+            )
+            v16 = [a for a, _ in cloud.traffic.of("CP16")]
+            assert v16[0] == "BootNotification" and "StatusNotification" in v16
+            assert v16.index("StartTransaction") < v16.index("MeterValues")
+            assert v16.index("MeterValues") < v16.index("StopTransaction")
+            (start,) = [p for a, p in cloud.traffic.of("CP16", "StartTransaction")]
+            assert start["idTag"] == "CARD1"
+            # the cloud's own id (the library peer counts from 101), not ours
+            (meter,) = [p for a, p in cloud.traffic.of("CP16", "MeterValues")]
+            (stop,) = [p for a, p in cloud.traffic.of("CP16", "StopTransaction")]
+            assert meter["transactionId"] == 101 and stop["transactionId"] == 101
+            events = [p for _, p in cloud.traffic.of("CP201", "TransactionEvent")]
+            assert next(e["eventType"] for e in events) == "Started"
+            assert events[-1]["eventType"] == "Ended"
+            assert all(e.get("offline") is True for e in events), "made while the cloud was away"
+            assert [e["seqNo"] for e in events] == sorted(e["seqNo"] for e in events)
+            await until(lambda: waiting(site, "CP16") == 0 and waiting(site, "CP201") == 0)
+            assert not cloud.traffic.errors
+
+            # a cloud command reaches the charger, and its answer goes back up
+            peer = cloud.peer("CP16")
+            answer = await peer.call(call16.TriggerMessage(requested_message="Heartbeat"))
+            assert answer.status == "Accepted"
+            assert ("TriggerMessage", {"requestedMessage": "Heartbeat"}) in chargers[0].received
+
+            # live traffic goes up as it happens, without offline
+            await chargers[1].start(1, "CARD2")
+            await cloud.traffic.until(
+                lambda: len(cloud.traffic.of("CP201", "TransactionEvent")) > len(events)
+            )
+            live = cloud.traffic.of("CP201", "TransactionEvent")[-1][1]
+            assert live["eventType"] == "Started" and not live.get("offline")
+        status = site.daemon.backend.uplink() if site.daemon.backend else {}
+        assert status["mode"] == "ocpp" and status["delivered"] >= 6
+    finally:
+        for c in chargers:
+            await c.close()
+        for r in runners:
+            r.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
