@@ -364,6 +364,9 @@ def _simple_reader(path: str, title: str) -> Any:
 @app.command("uplink")
 def uplink(
     action: str | None = typer.Argument(None, help="retry: reconnect now"),
+    dead_letters: bool = typer.Option(
+        False, "--dead-letters", help="with retry: send the records the cloud refused again"
+    ),
     config: Path | None = ConfigOpt,
     api: str | None = ApiOpt,
     as_json: bool = JsonOpt,
@@ -372,7 +375,8 @@ def uplink(
     if action not in (None, "retry"):
         fail(f"unknown action {action!r}; `edge uplink` or `edge uplink retry`", EXIT_USAGE)
     if action == "retry":
-        show_json(call(client(config, api).post, "/api/v1/uplink/retry", {}))
+        path = "/api/v1/uplink/dead-letters/retry" if dead_letters else "/api/v1/uplink/retry"
+        show_json(call(client(config, api).post, path, {}))
         return
     data = call(client(config, api).get, "/api/v1/uplink")
     if as_json:
@@ -385,6 +389,11 @@ def uplink(
     dropped = f", {thinned} thinned" if thinned else ""
     typer.echo(f"backlog    {data['backlog']} records{oldest}{dropped}")
     typer.echo(f"delivered  {data['delivered']}")
+    if data.get("dead_letters"):
+        typer.echo(
+            f"refused    {data['dead_letters']} records parked; "
+            "`edge uplink retry --dead-letters` sends them again"
+        )
     typer.echo(f"last error {data.get('last_error') or '-'}")
 
 

@@ -10,15 +10,21 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+from ocpp.exceptions import PropertyConstraintViolationError
+from ocpp.routing import on
 from ocpp.v16 import call as call16
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from edge.sim.charger import SimCharger, SimStation
 from tests.broker import free_port
 from tests.conftest import RunningSite, StartSite
-from tests.test_sim import LibraryCsms
+from tests.test_meters_daemon import edge_cli
+from tests.test_sim import LibraryCsms, Peer16
 from tests.test_uplink_mqtt import post, until
 
 
@@ -106,3 +112,66 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
         for r in runners:
             r.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
+
+
+class RefusingPeer(Peer16):
+    """A cloud that refuses every MeterValues with a CALLERROR."""
+
+    @on("MeterValues")
+    def meter(self, **_: Any) -> Any:
+        raise PropertyConstraintViolationError(description="meter values refused here")
+
+
+class RefusingCsms(LibraryCsms):
+    async def handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        station = ws.request.path.rsplit("/", 1)[-1]
+        peer = RefusingPeer(station, ws, self.traffic)
+        self.peers.setdefault(station, []).append(peer)
+        with contextlib.suppress(ConnectionClosed):
+            await peer.start()
+
+
+async def test_what_the_cloud_refuses_is_retried_then_parked_and_can_be_sent_again(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    port = free_port()
+    site = await start_site(
+        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
+        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+    )
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    runner = asyncio.create_task(charger.run())
+    try:
+        await charger.wait_connected()
+        await charger.start(1, "CARD1")
+        await charger.send_meter(1)
+        await charger.stop(1)
+        cloud = RefusingCsms()
+        async with cloud_on(cloud, port):
+            await post(site, "/api/v1/uplink/retry")
+            await cloud.traffic.until(
+                lambda: bool(cloud.traffic.of("CP16", "StopTransaction")), timeout=15
+            )
+            # tried ATTEMPTS times, then parked; the stop still went up after it
+            assert len(cloud.traffic.of("CP16", "MeterValues")) == 3
+            code, out = await edge_cli("uplink", "--api", site.api)
+            assert "refused    1 records parked" in out, out
+        accepting = LibraryCsms()
+        async with cloud_on(accepting, port):
+            code, out = await edge_cli("uplink", "retry", "--dead-letters", "--api", site.api)
+            assert code == 0 and '"requeued": 1' in out, out
+            await accepting.traffic.until(
+                lambda: bool(accepting.traffic.of("CP16", "MeterValues")), timeout=15
+            )
+        status = await get(site, "/api/v1/uplink")
+        assert status["dead_letters"] == 0
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def get(site: RunningSite, path: str) -> Any:
+    async with aiohttp.ClientSession() as http, http.get(site.api + path) as resp:
+        return await resp.json()

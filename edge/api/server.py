@@ -196,6 +196,10 @@ async def delete_tag(request: web.Request) -> web.Response:
     return json_response({"deleted": id_tag})
 
 
+async def requeue(request: web.Request) -> web.Response:
+    return json_response(await _backend(request).requeue_dead_letters())
+
+
 async def uplink(request: web.Request) -> web.Response:
     return json_response(await _backend(request).uplink_now())
 
@@ -226,6 +230,7 @@ def create_app(backend: Backend, *, token: str | None) -> web.Application:
     app.router.add_post("/api/v1/meters/{id}/read", read_meter)
     app.router.add_get("/api/v1/uplink", uplink)
     app.router.add_post("/api/v1/uplink/retry", _reader(lambda b: b.uplink_retry()))
+    app.router.add_post("/api/v1/uplink/dead-letters/retry", requeue)
     app.router.add_get("/api/v1/v2g", _reader(lambda b: b.v2g()))
     app.router.add_get("/api/v1/auth/tags", tags)
     app.router.add_put("/api/v1/auth/tags/{id_tag}", put_tag)

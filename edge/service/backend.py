@@ -7,7 +7,7 @@ from typing import Any
 
 from edge import __version__
 from edge.domain.auth import AuthEntry, AuthStatus
-from edge.domain.units import parse_time
+from edge.domain.units import iso_utc, parse_time
 from edge.errors import BadCommand
 from edge.metrics import Metrics
 from edge.service.commands import StationCommands
@@ -15,7 +15,7 @@ from edge.service.load import LoadController
 from edge.service.meters import MeterService
 from edge.service.site import SiteService
 from edge.store import auth as auth_store
-from edge.store import queries
+from edge.store import outbox, queries
 from edge.uplink.mqtt import MqttUplink
 from edge.uplink.ocpp_up import OcppUplink
 
@@ -40,7 +40,12 @@ class DaemonBackend:
         self.uplink_service = uplink
         self.started = time.monotonic()
         self.listening = False
-        self.outbox: dict[str, Any] = {"backlog": 0, "oldest_age_s": None, "thinned": 0}
+        self.outbox: dict[str, Any] = {
+            "backlog": 0,
+            "oldest_age_s": None,
+            "thinned": 0,
+            "dead_letters": 0,
+        }
 
     @property
     def config(self) -> Any:
@@ -152,6 +157,7 @@ class DaemonBackend:
             "backlog": self.outbox["backlog"],
             "oldest_age_s": self.outbox["oldest_age_s"],
             "thinned": self.outbox["thinned"],
+            "dead_letters": self.outbox.get("dead_letters", 0),
             "delivered": live.get("delivered", 0),
             "last_error": live.get("last_error"),
             **{k: v for k, v in live.items() if k in ("broker", "stations")},
@@ -169,6 +175,15 @@ class DaemonBackend:
             raise BadCommand(f"no uplink to retry (uplink.mode = {self.config.uplink.mode!r})")
         self.uplink_service.retry()
         return {"retrying": True}
+
+    async def requeue_dead_letters(self) -> dict[str, Any]:
+        """Give the records the cloud refused another go."""
+        now = iso_utc(self.site.now())
+        moved = await self.site.store.write(lambda c: outbox.requeue_dead_letters(c, now))
+        if self.uplink_service is not None:
+            self.uplink_service.wake()
+            self.uplink_service.retry()
+        return {"requeued": moved}
 
     def v2g(self) -> dict[str, Any]:
         return {"enabled": self.config.v2g.enabled, "sessions": []}

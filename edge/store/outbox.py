@@ -78,11 +78,25 @@ def map_tx(conn: sqlite3.Connection, session_id: int, cloud: int, record_id: int
 def park(conn: sqlite3.Connection, record: OutboxRecord, error: str, at: str) -> None:
     """Move a record the cloud refused for good to the dead letters (never dropped)."""
     conn.execute(
-        "INSERT INTO dead_letter (record_id, station, type, data, error, parked_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (record.record_id, record.station, record.type, record.data, error, at),
+        "INSERT INTO dead_letter (record_id, station, seq, type, time, data, session_id,"
+        " error, parked_at) SELECT record_id, station, seq, type, time, data, session_id, ?, ?"
+        " FROM outbox WHERE id = ?",
+        (error, at, record.id),
     )
     conn.execute("DELETE FROM outbox WHERE id = ?", (record.id,))
+
+
+def requeue_dead_letters(conn: sqlite3.Connection, now: str) -> int:
+    """Put every parked record back at the end of the outbox (`edge uplink retry
+    --dead-letters`), with its id and seq unchanged."""
+    moved = conn.execute(
+        "INSERT INTO outbox (record_id, station, seq, type, time, data, droppable,"
+        " session_id, created_at) SELECT record_id, station, seq, type, time, data, 0,"
+        " session_id, ? FROM dead_letter ORDER BY id",
+        (now,),
+    ).rowcount
+    conn.execute("DELETE FROM dead_letter")
+    return moved
 
 
 def dead_letters(conn: sqlite3.Connection) -> int:

@@ -100,5 +100,11 @@ def outbox_stats(conn: sqlite3.Connection, now: datetime) -> dict[str, Any]:
     # Records are numbered in commit order: the lowest id is the oldest one waiting.
     oldest = conn.execute("SELECT created_at FROM outbox ORDER BY id LIMIT 1").fetchone()
     thinned = conn.execute("SELECT value FROM meta WHERE key = 'outbox_thinned'").fetchone()
+    (dead,) = conn.execute("SELECT count(*) FROM dead_letter").fetchone()
     age = round((now - parse_time(oldest[0])).total_seconds(), 1) if oldest else None
-    return {"backlog": count, "oldest_age_s": age, "thinned": int(thinned[0]) if thinned else 0}
+    return {
+        "backlog": count,
+        "oldest_age_s": age,
+        "thinned": int(thinned[0]) if thinned else 0,
+        "dead_letters": dead,
+    }

@@ -74,8 +74,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE uplink_tx (session_id INTEGER PRIMARY KEY, cloud_tx INTEGER NOT NULL);
     CREATE TABLE dead_letter (
-        id INTEGER PRIMARY KEY, record_id TEXT NOT NULL, station TEXT, type TEXT NOT NULL,
-        data BLOB NOT NULL, error TEXT NOT NULL, parked_at TEXT NOT NULL
+        id INTEGER PRIMARY KEY, record_id TEXT NOT NULL, station TEXT, seq INTEGER NOT NULL,
+        type TEXT NOT NULL, time TEXT NOT NULL, data BLOB NOT NULL, session_id INTEGER,
+        error TEXT NOT NULL, parked_at TEXT NOT NULL
     );
     """,
 )

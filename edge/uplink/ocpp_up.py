@@ -34,7 +34,7 @@ from edge.store.outbox import OutboxRecord
 log = structlog.get_logger("edge.uplink.ocpp")
 
 ATTEMPTS = 3  # tries of a transaction message the cloud answers with a CALLERROR
-RETRY_S = 2.0  # first wait before a retry; doubled each time
+RETRY_S = 1.0  # first wait before a retry; doubled each time
 CALL_TIMEOUT_S = 30.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
 SKIPPED = frozenset({"station.connected", "station.disconnected", "station.boot"})
