@@ -265,6 +265,7 @@ def sp(limit: float) -> Setpoint:
         (16.0, 10.0, 60.0, True),
         (10.5, 10.0, 0.0, False),  # too small to be worth a profile
         (6.0, 0.0, 60.0, True),  # resuming a paused session
+        (6.0, 0.0, 99.0, False),  # ... only after the dwell time
         (10.0, 10.0, 0.0, False),  # unchanged
     ],
 )
@@ -272,6 +273,11 @@ def test_hysteresis(limit: float, in_force: float | None, since: float, sent: bo
     current = {} if in_force is None else {("A", 1): InForce(in_force, since)}
     out = settle([sp(limit)], current, now_s=100.0, policy=POLICY)
     assert bool(out) is sent
+
+
+def test_a_new_session_on_an_idle_connector_gets_its_share_at_once() -> None:
+    idle = {("A", 1): InForce(0.0, 99.0, idle=True)}
+    assert settle([sp(16.0)], idle, now_s=100.0, policy=POLICY) == (sp(16.0),)
 
 
 # -- properties ----------------------------------------------------------------------------

@@ -175,3 +175,49 @@ async def test_what_the_cloud_refuses_is_retried_then_parked_and_can_be_sent_aga
 async def get(site: RunningSite, path: str) -> Any:
     async with aiohttp.ClientSession() as http, http.get(site.api + path) as resp:
         return await resp.json()
+
+
+async def test_a_cloud_charging_profile_is_a_cap_for_load_balancing(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    port = free_port()
+    site = await start_site(
+        f'\n[load]\ndwell_s = 0.5\n[[circuits]]\nid = "bay"\nlimit_a = 40\nstations = ["CP16"]\n'
+        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
+        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+    )
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    runner = asyncio.create_task(charger.run())
+    cloud = LibraryCsms()
+    try:
+        async with cloud_on(cloud, port):
+            await charger.wait_connected()
+            await charger.start(1, "CARD1")
+            await until(lambda: charger.limit_a[1] == 32.0)  # its max, inside 40 - 2
+            await until(lambda: bool(cloud.peers.get("CP16")))
+            peer = cloud.peer("CP16")
+            profile = {
+                "chargingProfileId": 7,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "W",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6900.0}],
+                },
+            }
+            answer = await peer.call(
+                call16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
+            )
+            assert answer.status == "Accepted"
+            # 6,900 W over 3 phases at 230 V: 10 A, the lower of cloud and local
+            await until(lambda: charger.limit_a[1] == 10.0)
+            station = site.daemon.registry.stations["CP16"]
+            await until(lambda: station.limit_reason == "cloud constraint")
+            answer = await peer.call(call16.ClearChargingProfile(connector_id=1))
+            assert answer.status == "Accepted"
+            await until(lambda: charger.limit_a[1] == 32.0)
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

@@ -22,6 +22,7 @@ class InForce:
 
     limit_a: float
     since_s: float
+    idle: bool = False  # 0 A because no session ran (not a pause): a new one starts at once
 
 
 def settle(
@@ -41,6 +42,8 @@ def _send(sp: Setpoint, current: InForce | None, now_s: float, policy: Policy) -
         return True
     if sp.limit_a <= current.limit_a + EPS:
         return False
+    if current.idle:
+        return True  # a new session gets its share at once
     if now_s - current.since_s < policy.dwell_s:
         return False
     resuming = current.limit_a <= EPS

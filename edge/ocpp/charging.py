@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 from edge.domain.station import OcppVersion
 from edge.domain.units import iso_utc
@@ -113,3 +114,31 @@ def max_call(
     if version.is_v2:
         return Outbound("SetChargingProfile", {"evseId": 0, "chargingProfile": profile})
     return Outbound("SetChargingProfile", {"connectorId": 0, "csChargingProfiles": profile})
+
+
+def profile_limit_a(
+    version: OcppVersion, payload: dict[str, Any], phases: int, voltage_v: float = 230.0
+) -> tuple[int, float] | None:
+    """(connector, A per phase) a SetChargingProfile asks for now: its first period,
+    W converted with the set voltage (OCPP 1.6 §3.13.3); None if it carries no limit."""
+    if version.is_v2:
+        connector, profile = payload.get("evseId", 0), payload.get("chargingProfile", {})
+        schedules = profile.get("chargingSchedule") or [{}]
+        schedule = schedules[0]
+    else:
+        connector, profile = payload.get("connectorId", 0), payload.get("csChargingProfiles", {})
+        schedule = profile.get("chargingSchedule", {})
+    periods = schedule.get("chargingSchedulePeriod") or []
+    if not periods or not isinstance(periods[0].get("limit"), int | float):
+        return None
+    limit = float(periods[0]["limit"])
+    if schedule.get("chargingRateUnit") == "W":
+        limit /= voltage_v * int(periods[0].get("numberPhases", phases) or phases)
+    return int(connector), max(limit, 0.0)
+
+
+def cleared_connector(version: OcppVersion, payload: dict[str, Any]) -> int:
+    """The connector a ClearChargingProfile names (0: all)."""
+    if version.is_v2:
+        return int((payload.get("chargingProfileCriteria") or {}).get("evseId") or 0)
+    return int(payload.get("connectorId") or 0)

@@ -23,7 +23,7 @@ from edge.domain.units import iso_utc
 from edge.errors import EdgeError
 from edge.logs import configure as configure_logging
 from edge.metrics import Metrics
-from edge.ocpp import schemas
+from edge.ocpp import charging, schemas
 from edge.ocpp.server import OcppServer, ServerSettings
 from edge.service.backend import DaemonBackend
 from edge.service.commands import StationCommands
@@ -244,7 +244,7 @@ def uplink_of(
 ) -> MqttUplink | OcppUplink | None:
     """The uplink `[uplink] mode` names."""
     if config.uplink.mode == "ocpp":
-        return ocpp_uplink(config, store, commands.server, registry)
+        return ocpp_uplink(config, store, commands.server, registry, commands.load)
     m = config.uplink.mqtt
     if config.uplink.mode != "mqtt" or not m.host:
         return None
@@ -280,7 +280,11 @@ def uplink_of(
 
 
 def ocpp_uplink(
-    config: Config, store: Store, server: OcppServer, registry: Registry
+    config: Config,
+    store: Store,
+    server: OcppServer,
+    registry: Registry,
+    load: LoadController | None = None,
 ) -> OcppUplink | None:
     """Each station presented to the cloud CSMS as itself (DESIGN.md §4.5)."""
     o = config.uplink.ocpp
@@ -303,6 +307,18 @@ def ocpp_uplink(
         return found
 
     async def forward(station: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        version = server.version_of(station)
+        if load is not None and load.enabled and version is not None:
+            # DESIGN.md §3: a cloud profile is a constraint; the charger gets min(cloud, local)
+            cfg = config.station(station)
+            if action == "SetChargingProfile":
+                wanted = charging.profile_limit_a(version, payload, cfg.phases if cfg else 3)
+                if wanted is not None:
+                    load.set_cap("cloud", station, wanted[0], wanted[1])
+                    return {"status": "Accepted"}
+            if action == "ClearChargingProfile":
+                load.set_cap("cloud", station, charging.cleared_connector(version, payload), None)
+                return {"status": "Accepted"}
         return await server.call(station, action, payload)
 
     ssl_context = None

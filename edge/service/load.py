@@ -292,7 +292,8 @@ class LoadController:
             if m.pending_a is not None:
                 out[key] = InForce(m.pending_a, self.mono())  # being written: hold on
             elif m.limit_a is not None and m.since_s is not None:
-                out[key] = InForce(m.limit_a, m.since_s)
+                idle = m.in_force_reason == LimitReason.IDLE.value
+                out[key] = InForce(m.limit_a, m.since_s, idle)
         return out
 
     def _refreshes(self, now_s: float, sending: set[Key]) -> list[Setpoint]:

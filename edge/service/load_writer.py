@@ -242,7 +242,7 @@ class LimitWriter:
     ) -> dict[str, Any]:
         now_s = self.mono()
         previous = m.limit_a
-        m.limit_a, m.written_s = sp.limit_a, now_s
+        m.limit_a, m.written_s, m.in_force_reason = sp.limit_a, now_s, sp.reason.value
         if previous is None or abs(previous - sp.limit_a) > 1e-9:
             m.since_s = now_s
         st = self.registry.station(sp.station)

@@ -34,6 +34,7 @@ class ConnectorMemory:
     pending_a: float | None = None  # a limit being written now
     planned_a: float | None = None  # the allocator's last answer
     reason: str | None = None
+    in_force_reason: str | None = None  # why the limit in force was set
     running_since_s: float | None = None
     paused_since_s: float | None = None
     written_s: float | None = None  # when its profile was last written (fall-back refresh)
