@@ -256,6 +256,9 @@ class AuthConfig(Section):
 class UplinkOcppConfig(Section):
     url: Annotated[str, AfterValidator(_websocket_url)] | None = None
     password: str | None = None
+    # the cloud refusing a session's idTag (StartTransaction.conf / TransactionEvent
+    # idTokenInfo) stops it, as a charger's StopTransactionOnInvalidId would
+    stop_on_invalid_id: bool = True
     tls_ca: FilePath | None = None
     tls_cert: FilePath | None = None
     tls_key: FilePath | None = None

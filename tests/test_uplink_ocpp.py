@@ -16,6 +16,7 @@ import aiohttp
 from ocpp.exceptions import PropertyConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -217,6 +218,81 @@ async def test_a_cloud_charging_profile_is_a_cap_for_load_balancing(
             answer = await peer.call(call16.ClearChargingProfile(connector_id=1))
             assert answer.status == "Accepted"
             await until(lambda: charger.limit_a[1] == 32.0)
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_the_cloud_authorizes_while_connected_and_its_answer_is_cached(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    port = free_port()
+    # no local list, unknown tags rejected: only the cloud can let CARD9 in
+    site = await start_site(
+        f'\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+    )
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    runner = asyncio.create_task(charger.run())
+    try:
+        await charger.wait_connected()
+        cloud = LibraryCsms()
+        async with cloud_on(cloud, port):
+            await until(lambda: site.daemon.uplink is not None and site.daemon.uplink.connected)
+            assert await charger.start(1, "CARD9") is not None
+            assert ("Authorize", {"idTag": "CARD9"}) in cloud.traffic.of("CP16", "Authorize")
+            await charger.stop(1)
+        await until(lambda: not site.daemon.uplink.connected)  # type: ignore[union-attr]
+        # the cloud is away: its cached answer decides, an unknown tag is refused
+        assert await charger.start(1, "CARD9") is not None
+        await charger.stop(1)
+        assert await charger.start(1, "STRANGER") is None
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+class BlockingPeer(Peer16):
+    """A cloud that knows the tag as Blocked."""
+
+    @on("StartTransaction")
+    def start_tx(self, **_: Any) -> Any:
+        return result16.StartTransaction(transaction_id=555, id_tag_info={"status": "Blocked"})
+
+
+class BlockingCsms(LibraryCsms):
+    async def handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        station = ws.request.path.rsplit("/", 1)[-1]
+        peer = BlockingPeer(station, ws, self.traffic)
+        self.peers.setdefault(station, []).append(peer)
+        with contextlib.suppress(ConnectionClosed):
+            await peer.start()
+
+
+async def test_a_session_the_cloud_refuses_is_stopped(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    port = free_port()
+    site = await start_site(
+        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
+        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+    )
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    runner = asyncio.create_task(charger.run())
+    try:
+        await charger.wait_connected()
+        await charger.start(1, "CARD1")  # accepted here while the cloud is away
+        async with cloud_on(BlockingCsms(), port) as cloud:
+            await post(site, "/api/v1/uplink/retry")
+            # StopTransactionOnInvalidId: edge stops the session the cloud refused
+            await cloud.traffic.until(
+                lambda: bool(cloud.traffic.of("CP16", "StopTransaction")), timeout=15
+            )
+            assert any(a == "RemoteStopTransaction" for a, _ in charger.received)
+            (stop,) = [p for _, p in cloud.traffic.of("CP16", "StopTransaction")]
+            assert stop["transactionId"] == 555
     finally:
         await charger.close()
         runner.cancel()

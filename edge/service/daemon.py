@@ -120,6 +120,8 @@ class Daemon:
         self.uplink = uplink_of(self.config, store, commands, self.registry, self.meters)
         if self.uplink is not None:
             site.listeners.append(self.uplink.wake)
+        if isinstance(self.uplink, OcppUplink):
+            site.cloud_authorize = self.uplink.authorize
             self.uplink.on_delivered = self.metrics.uplink_delivered.inc
         self.backend = DaemonBackend(
             site, commands, self.metrics, self.meters, self.load, self.uplink
@@ -328,7 +330,9 @@ def ocpp_uplink(
         ssl_context = ssl.create_default_context(cafile=str(o.tls_ca) if o.tls_ca else None)
         if o.tls_cert and o.tls_key:
             ssl_context.load_cert_chain(str(o.tls_cert), str(o.tls_key))
-    return OcppUplink(o.url, o.password, _uplink_store(store), forward, links, ssl_context)
+    return OcppUplink(
+        o.url, o.password, _uplink_store(store), forward, links, ssl_context, o.stop_on_invalid_id
+    )
 
 
 def _identity(st: Any) -> dict[str, str]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
 from edge.config import Config
-from edge.domain.auth import AuthEntry, AuthPolicy, decide
+from edge.domain.auth import AuthEntry, AuthPolicy, AuthStatus, decide
 from edge.domain.events import Event, Recorded
+from edge.domain.units import parse_time
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
 from edge.store.writer import Store
@@ -40,6 +42,8 @@ class SiteService:
         self.local_tags = 0  # size of the local authorization list, kept current
         # called with each committed event (e.g. the load controller watches boots)
         self.listeners: list[Callable[[Event, Recorded], None]] = []
+        # the cloud's say on a tag (OCPP uplink, DESIGN.md §4.5); None: it did not answer
+        self.cloud_authorize: Callable[[str, str], Awaitable[dict[str, Any] | None]] | None = None
 
     def now(self) -> datetime:
         """The gateway clock."""
@@ -71,11 +75,38 @@ class SiteService:
         )
 
     async def authorize(self, station_id: str, id_tag: str) -> AuthEntry:
-        """Local list, then cache, then the unknown-tag policy."""
+        """The cloud when it answers in time (cached with an expiry); else the local list,
+        then the cache, then the unknown-tag policy."""
+        if self.cloud_authorize is not None:
+            info = await self.cloud_authorize(station_id, id_tag)
+            cloud = self._from_cloud(id_tag, info) if info else None
+            if cloud is not None:
+                now = self.clock()
+                await self.store.write(lambda c: auth_store.cache_put(c, cloud, now))
+                log.info(
+                    "auth.decided",
+                    station=station_id,
+                    id_tag=id_tag,
+                    by="cloud",
+                    status=cloud.status.value,
+                )
+                return cloud
         local, cached = await self.store.read(lambda c: auth_store.get_auth(c, id_tag))
         entry = decide(id_tag, local, cached, self.policy(), self.clock())
         log.info("auth.decided", station=station_id, id_tag=id_tag, status=entry.status.value)
         return entry
+
+    def _from_cloud(self, id_tag: str, info: dict[str, Any]) -> AuthEntry | None:
+        try:
+            status = AuthStatus(str(info.get("status")))
+        except ValueError:
+            return None  # 2.x statuses the cache cannot hold (e.g. NotAtThisLocation)
+        expiry_text = info.get("expiryDate") or info.get("cacheExpiryDateTime")
+        expiry = parse_time(expiry_text) if isinstance(expiry_text, str) else None
+        if expiry is None and self.config.auth.cache_ttl_s:
+            expiry = self.clock() + timedelta(seconds=self.config.auth.cache_ttl_s)
+        parent = info.get("parentIdTag")
+        return AuthEntry(id_tag, status, expiry, parent if isinstance(parent, str) else None)
 
     async def refresh_tag_count(self) -> None:
         """Recount the local list (after a change or at start-up)."""

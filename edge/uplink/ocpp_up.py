@@ -36,6 +36,7 @@ log = structlog.get_logger("edge.uplink.ocpp")
 ATTEMPTS = 3  # tries of a transaction message the cloud answers with a CALLERROR
 RETRY_S = 1.0  # first wait before a retry; doubled each time
 CALL_TIMEOUT_S = 30.0
+AUTHORIZE_TIMEOUT_S = 2.0  # a charger's driver is waiting: the cloud answers fast or not at all
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
 SKIPPED = frozenset({"station.connected", "station.disconnected", "station.boot"})
 
@@ -83,6 +84,7 @@ class Upstream:
     store: Store
     forward: Forward
     ssl: Any = None
+    stop_on_invalid_id: bool = True
     connected: bool = False
     delivered: int = 0
     last_error: str | None = None
@@ -94,6 +96,7 @@ class Upstream:
     _retry: asyncio.Event = field(default_factory=asyncio.Event)
     _connected_at: str = ""
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+    _ws: Any = None
 
     @property
     def v16(self) -> bool:
@@ -130,6 +133,7 @@ class Upstream:
             open_timeout=10,
         ) as ws:
             reader = asyncio.create_task(self._read(ws))
+            self._ws = ws
             try:
                 interval = await self._boot(ws)
                 self.connected, self.failures, self.last_error = True, 0, None
@@ -143,7 +147,7 @@ class Upstream:
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None
             finally:
-                self.connected = False
+                self.connected, self._ws = False, None
                 reader.cancel()
 
     # -- framing -------------------------------------------------------------------------
@@ -189,6 +193,27 @@ class Upstream:
             reply = [4, unique, "InternalError", str(exc)[:255], {}]
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(orjson.dumps(reply).decode())
+
+    async def authorize(self, id_tag: str) -> dict[str, Any] | None:
+        """Ask the cloud about a tag while connected: its idTagInfo / idTokenInfo, or None
+        when it cannot answer in time (the local list and cache decide then)."""
+        ws = self._ws
+        if not self.connected or ws is None:
+            return None
+        payload: dict[str, Any]
+        if self.v16:
+            payload, key = {"idTag": id_tag}, "idTagInfo"
+        else:
+            payload = {"idToken": {"idToken": id_tag, "type": "ISO14443"}}
+            key = "idTokenInfo"
+        try:
+            async with asyncio.timeout(AUTHORIZE_TIMEOUT_S):
+                answer = await self._call(ws, "Authorize", payload)
+        except (TimeoutError, CallError, websockets.ConnectionClosed) as exc:
+            log.info("uplink.ocpp.authorize.unanswered", station=self.link.id, error=str(exc))
+            return None
+        info = answer.get(key) if isinstance(answer, dict) else None
+        return info if isinstance(info, dict) else None
 
     # -- what goes up --------------------------------------------------------------------
 
@@ -276,15 +301,27 @@ class Upstream:
         data = orjson.loads(record.data)
         if self.v16 and action == "StartTransaction" and data.get("session_id") is not None:
             cloud = int(answer["transactionId"])
-            status = (answer.get("idTagInfo") or {}).get("status")
-            if status != "Accepted":
-                log.warning(
-                    "uplink.ocpp.start_not_accepted", station=self.link.id, id_tag_status=status
-                )
             await self.store.map_tx(int(data["session_id"]), cloud, record.id)
+            status = (answer.get("idTagInfo") or {}).get("status")
+            if status not in (None, "Accepted"):
+                await self._refused(status, "RemoteStopTransaction", data["session_id"])
         else:
             await self.store.ack(record.id)
+            info = answer.get("idTokenInfo") if isinstance(answer, dict) else None
+            status = info.get("status") if isinstance(info, dict) else None
+            if action == "TransactionEvent" and status not in (None, "Accepted"):
+                await self._refused(status, "RequestStopTransaction", data.get("transaction_id"))
         self.delivered += 1
+
+    async def _refused(self, status: str, action: str, transaction: Any) -> None:
+        """The cloud refused the session's idTag: stop it (StopTransactionOnInvalidId)."""
+        log.warning("uplink.ocpp.id_refused", station=self.link.id, status=status)
+        if not self.stop_on_invalid_id or transaction is None:
+            return
+        key = "transactionId"
+        payload = {key: transaction if action == "RemoteStopTransaction" else str(transaction)}
+        with contextlib.suppress(Exception):  # already over, or the charger is away
+            await self.forward(self.link.id, action, payload)
 
     async def _message(self, record: OutboxRecord) -> tuple[str, dict[str, Any]] | None:
         """The CALL that carries a record up, with ids mapped; None if none does."""
@@ -343,7 +380,9 @@ class OcppUplink:
         forward: Forward,
         links: Callable[[], list[StationLink]],
         ssl: Any = None,
+        stop_on_invalid_id: bool = True,
     ) -> None:
+        self.stop_on_invalid_id = stop_on_invalid_id
         self.url = url
         self.password = password
         self.store = store
@@ -366,7 +405,15 @@ class OcppUplink:
         while True:
             for link in self.links():
                 if link.id not in self.upstreams:
-                    up = Upstream(link, self.url, self.password, self.store, self.forward, self.ssl)
+                    up = Upstream(
+                        link,
+                        self.url,
+                        self.password,
+                        self.store,
+                        self.forward,
+                        self.ssl,
+                        self.stop_on_invalid_id,
+                    )
                     self.upstreams[link.id] = up
                     self._tasks.append(asyncio.create_task(up.run(), name=f"uplink-{link.id}"))
             await asyncio.sleep(2.0)
@@ -385,6 +432,11 @@ class OcppUplink:
     def retry(self) -> None:
         for up in self.upstreams.values():
             up._retry.set()
+
+    async def authorize(self, station: str, id_tag: str) -> dict[str, Any] | None:
+        """The cloud's answer for a tag presented at `station`, if it gives one in time."""
+        up = self.upstreams.get(station)
+        return None if up is None else await up.authorize(id_tag)
 
     def status(self) -> dict[str, Any]:
         ups = self.upstreams.values()
