@@ -170,6 +170,7 @@ class StationConfig(Section):
     priority: int = 0
     phase_rotation: Literal["L1L2L3", "L2L3L1", "L3L1L2", "L1L3L2", "L3L2L1", "L2L1L3"] = "L1L2L3"
     profile: str | None = None
+    uplink_password: Password | None = None  # this station's password towards the cloud
 
 
 class ApiConfig(Section):

@@ -6,6 +6,7 @@ cloud command reaches the charger and its answer goes back up."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -335,6 +336,36 @@ async def test_a_cloud_that_goes_away_mid_stream_gets_the_rest_in_order_after(
         assert sorted(set(seq)) == list(range(min(seq), max(seq) + 1)), seq
         assert seen[-1]["eventType"] == "Ended" and seen[-1]["offline"] is True
         assert second.traffic.of("CP201")[0][0] == "BootNotification"
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_the_upstream_authenticates_as_the_station(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    port = free_port()
+    site = await start_site(
+        f'\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+        'password = "shared-secret-0123456"\n'
+    )
+    seen: dict[str, str] = {}
+
+    class Recording(LibraryCsms):
+        async def handle(self, ws: ServerConnection) -> None:
+            assert ws.request is not None
+            seen[ws.request.path] = ws.request.headers.get("Authorization", "")
+            await super().handle(ws)
+
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    runner = asyncio.create_task(charger.run())
+    try:
+        await charger.wait_connected()
+        async with cloud_on(Recording(), port):
+            await until(lambda: "/ocpp/CP16" in seen)
+        token = base64.b64encode(b"CP16:shared-secret-0123456").decode()
+        assert seen["/ocpp/CP16"] == f"Basic {token}"  # HTTP Basic, user = station id
     finally:
         await charger.close()
         runner.cancel()

@@ -298,12 +298,14 @@ def ocpp_uplink(
         for st in registry.stations.values():
             if st.ocpp_version is None or not st.identity.vendor:
                 continue  # never booted here: nothing to present yet
+            cfg = config.station(st.id)
             found.append(
                 StationLink(
                     st.id,
                     st.ocpp_version.value,
                     functools.partial(_identity, st),
                     functools.partial(_connector_states, st),
+                    cfg.uplink_password if cfg else None,
                 )
             )
         return found

@@ -57,6 +57,7 @@ class StationLink:
     version: str  # "1.6" | "2.0.1" | "2.1"
     identity: Callable[[], dict[str, str]]  # vendor, model, firmware, serial
     connectors: Callable[[], dict[int, str]]  # connector / EVSE -> status now
+    password: str | None = None  # its own password towards the cloud, else the shared one
 
 
 @dataclass
@@ -122,8 +123,9 @@ class Upstream:
 
     async def _session(self) -> None:
         headers = {}
-        if self.password:
-            token = base64.b64encode(f"{self.link.id}:{self.password}".encode()).decode()
+        password = self.link.password or self.password
+        if password:
+            token = base64.b64encode(f"{self.link.id}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         async with websockets.connect(
             f"{self.url.rstrip('/')}/{self.link.id}",
@@ -297,6 +299,8 @@ class Upstream:
             await self._acknowledged(record, action, answer)
             return
 
+    on_delivered: Callable[[int], None] = lambda n: None
+
     async def _acknowledged(self, record: OutboxRecord, action: str, answer: Any) -> None:
         data = orjson.loads(record.data)
         if self.v16 and action == "StartTransaction" and data.get("session_id") is not None:
@@ -312,6 +316,7 @@ class Upstream:
             if action == "TransactionEvent" and status not in (None, "Accepted"):
                 await self._refused(status, "RequestStopTransaction", data.get("transaction_id"))
         self.delivered += 1
+        self.on_delivered(1)
 
     async def _refused(self, status: str, action: str, transaction: Any) -> None:
         """The cloud refused the session's idTag: stop it (StopTransactionOnInvalidId)."""
@@ -414,6 +419,7 @@ class OcppUplink:
                         self.ssl,
                         self.stop_on_invalid_id,
                     )
+                    up.on_delivered = lambda n: self.on_delivered(n)
                     self.upstreams[link.id] = up
                     self._tasks.append(asyncio.create_task(up.run(), name=f"uplink-{link.id}"))
             await asyncio.sleep(2.0)
