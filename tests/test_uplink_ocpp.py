@@ -370,3 +370,45 @@ async def test_the_upstream_authenticates_as_the_station(
         await charger.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_the_upstream_speaks_tls_with_a_custom_ca_and_a_client_certificate(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    import ssl
+
+    from tests.certs import make_certs
+
+    certs = make_certs(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certs.server_cert, certs.server_key)
+    server.verify_mode = ssl.CERT_REQUIRED  # the cloud wants the site's certificate
+    server.load_verify_locations(certs.ca)
+    port = free_port()
+    site = await start_site(
+        f'\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "wss://127.0.0.1:{port}/ocpp"\n'
+        f'tls_ca = "{certs.ca}"\ntls_cert = "{certs.client_cert}"\ntls_key = "{certs.client_key}"\n'
+    )
+    peers: list[str] = []
+
+    class Checking(LibraryCsms):
+        async def handle(self, ws: ServerConnection) -> None:
+            cert = ws.transport.get_extra_info("peercert")
+            peers.append(dict(x[0] for x in cert["subject"])["commonName"])
+            await super().handle(ws)
+
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    runner = asyncio.create_task(charger.run())
+    cloud = Checking()
+    try:
+        await charger.wait_connected()
+        protocols = [Subprotocol("ocpp1.6")]
+        async with serve(cloud.handle, "127.0.0.1", port, subprotocols=protocols, ssl=server):
+            await post(site, "/api/v1/uplink/retry")
+            await cloud.traffic.until(lambda: bool(cloud.traffic.of("CP16")), timeout=10)
+        assert peers[0] == "CP16"
+        assert cloud.traffic.of("CP16")[0][0] == "BootNotification"
+    finally:
+        await charger.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
