@@ -29,7 +29,10 @@ from edge.uplink import topics
 log = structlog.get_logger("edge.uplink.mqtt")
 
 BATCH = 500  # records published before their acknowledgements are awaited together
-INFLIGHT = 500
+# paho's in-flight window: 0 = none. With a window, every PUBACK walks all queued
+# messages to release the next one (paho 2.x `_update_inflight`), quadratic in the
+# batch; BATCH already bounds what is outstanding.
+INFLIGHT = 0
 IDLE_S = 0.5  # how often an empty outbox is looked at again (a new record also wakes it)
 STATE_EVERY_S = 1.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
@@ -167,8 +170,7 @@ class MqttUplink:
             will=aiomqtt.Will(status, b"offline", qos=1, retain=True),
             tls_context=ssl.create_default_context() if s.tls else None,
             keepalive=30,
-            # A batch is published back to back: let the broker hold many unacknowledged
-            # at once instead of paho's 20, which caps the replay after an outage.
+            # A batch is published back to back: no paho window (its default is 20).
             max_inflight_messages=INFLIGHT,
         )
 
