@@ -812,7 +812,8 @@ def absolute(periods: list[tuple[int, float]], started_s_ago: float, **extra: An
     [
         (absolute([(0, 16.0), (1800, 8.0)], 600), 16.0),
         (absolute([(0, 16.0), (1800, 8.0)], 3600), 8.0),
-        (absolute([(0, 16.0)], -60), None),  # starts in a minute
+        # starts in an hour (the profiles are built at collection, well before the test runs)
+        (absolute([(0, 16.0)], -3600), None),
         (absolute([(0, 16.0)], 3600, schedule={"duration": 600}), None),  # over
         (absolute([(0, 16.0)], 60, validFrom=now_text(3600)), None),  # not yet valid
         (
