@@ -7,7 +7,6 @@ every problem with its key, so `edge profiles check FILE` can guide someone writ
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge import hardware
 from edge.domain.site_meter import QUANTITY_UNITS
 from edge.errors import EdgeError
 from edge.modbus.registers import DataType, WordOrder, width
@@ -313,32 +313,17 @@ def _overlaps(quantities: tuple[Quantity, ...]) -> Iterator[tuple[str, str]]:
 # -- where profiles are found ----------------------------------------------------------------
 
 
-def search_path() -> list[Path]:
-    """Directories holding shipped profiles: the source tree, then the installed copy."""
-    here = Path(__file__).resolve().parents[2] / "hardware" / "meters"
-    installed = Path(sys.prefix) / "share" / "edge" / "hardware" / "meters"
-    return [d for d in (here, installed) if d.is_dir()]
-
-
 def shipped() -> dict[str, Path]:
-    """Every shipped profile by stem (the first directory of the search path wins)."""
-    found: dict[str, Path] = {}
-    for directory in search_path():
-        for path in sorted(directory.glob("*.toml")):
-            found.setdefault(path.stem, path)
-    return found
+    """Every shipped meter profile by stem."""
+    return hardware.shipped("meters")
 
 
 def load_profile(name: str) -> MeterProfile:
     """A profile by stem (`eastron-sdm630`) or by path to a `.toml` file."""
-    if name.endswith(".toml") or "/" in name:
-        path = Path(name)
-    else:
-        known = shipped()
-        if name not in known:
-            hint = "`edge profiles list` shows the shipped ones; or give a path to a .toml file"
-            raise ProfileError(name, [("profile", f"no such profile {name!r}; {hint}")])
-        path = known[name]
+    path = hardware.locate("meters", name)
+    if path is None:
+        hint = "`edge profiles list` shows the shipped ones; or give a path to a .toml file"
+        raise ProfileError(name, [("profile", f"no such profile {name!r}; {hint}")])
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -9,7 +9,6 @@ else `generic`.
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge import hardware
 from edge.errors import EdgeError
 
 GENERIC = "generic"
@@ -129,32 +129,18 @@ def parse(text: str, name: str, source: str) -> ChargerProfile:
     return ChargerProfile(name, f.charger.name, f.charger.vendor, f.charger.model, quirks)
 
 
-def search_path() -> list[Path]:
-    """Directories holding shipped profiles: the source tree, then the installed copy."""
-    here = Path(__file__).resolve().parents[2] / "hardware" / "chargers"
-    installed = Path(sys.prefix) / "share" / "edge" / "hardware" / "chargers"
-    return [d for d in (here, installed) if d.is_dir()]
-
-
 def shipped() -> dict[str, Path]:
-    """Every shipped profile by stem (the first directory of the search path wins)."""
-    found: dict[str, Path] = {}
-    for directory in search_path():
-        for path in sorted(directory.glob("*.toml")):
-            found.setdefault(path.stem, path)
-    return found
+    """Every shipped charger profile by stem."""
+    return hardware.shipped("chargers")
 
 
 def load(name: str) -> ChargerProfile:
     """A profile by stem (`generic-watts`) or by path to a `.toml` file."""
-    if name.endswith(".toml") or "/" in name:
-        path = Path(name)
-    else:
-        known = shipped()
-        if name not in known:
-            hint = f"shipped: {', '.join(known) or 'none'}; or give a path to a .toml file"
-            raise ChargerProfileError(name, [("profile", f"no such charger profile; {hint}")])
-        path = known[name]
+    path = hardware.locate("chargers", name)
+    if path is None:
+        known = ", ".join(shipped()) or "none"
+        hint = f"shipped: {known}; or give a path to a .toml file"
+        raise ChargerProfileError(name, [("profile", f"no such charger profile; {hint}")])
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
