@@ -134,23 +134,23 @@ class Upstream:
             ssl=self.ssl,
             open_timeout=10,
         ) as ws:
-            reader = asyncio.create_task(self._read(ws))
             self._ws = ws
             try:
-                interval = await self._boot(ws)
-                self.connected, self.failures, self.last_error = True, 0, None
-                self._connected_at = iso_utc(datetime.now(UTC))
-                log.info("uplink.ocpp.connected", station=self.link.id, url=self.url)
-                await self._statuses(ws)
+                # The reader runs from the start (the boot's answer comes through it);
+                # when it ends, the connection is gone and the group ends with it.
                 async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._read(ws))
+                    interval = await self._boot(ws)
+                    self.connected, self.failures, self.last_error = True, 0, None
+                    self._connected_at = iso_utc(datetime.now(UTC))
+                    log.info("uplink.ocpp.connected", station=self.link.id, url=self.url)
+                    await self._statuses(ws)
                     tasks.create_task(self._pump(ws))
                     tasks.create_task(self._heartbeat(ws, interval))
-                    tasks.create_task(_until_done(reader))
             except BaseExceptionGroup as group:
                 raise group.exceptions[0] from None
             finally:
                 self.connected, self._ws = False, None
-                reader.cancel()
 
     # -- framing -------------------------------------------------------------------------
 
@@ -279,7 +279,8 @@ class Upstream:
                 await self._deliver(ws, record)
 
     async def _deliver(self, ws: Any, record: OutboxRecord) -> None:
-        message = await self._message(record)
+        data = orjson.loads(record.data)
+        message = await self._message(record, data)
         if message is None:  # nothing the cloud takes as a CALL: let it go
             await self.store.ack(record.id)
             return
@@ -296,13 +297,14 @@ class Upstream:
                     return
                 await asyncio.sleep(RETRY_S * 2 ** (attempt - 1))
                 continue
-            await self._acknowledged(record, action, answer)
+            await self._acknowledged(record, data, action, answer)
             return
 
     on_delivered: Callable[[int], None] = lambda n: None
 
-    async def _acknowledged(self, record: OutboxRecord, action: str, answer: Any) -> None:
-        data = orjson.loads(record.data)
+    async def _acknowledged(
+        self, record: OutboxRecord, data: dict[str, Any], action: str, answer: Any
+    ) -> None:
         if self.v16 and action == "StartTransaction" and data.get("session_id") is not None:
             cloud = int(answer["transactionId"])
             await self.store.map_tx(int(data["session_id"]), cloud, record.id)
@@ -328,11 +330,12 @@ class Upstream:
         with contextlib.suppress(Exception):  # already over, or the charger is away
             await self.forward(self.link.id, action, payload)
 
-    async def _message(self, record: OutboxRecord) -> tuple[str, dict[str, Any]] | None:
+    async def _message(
+        self, record: OutboxRecord, data: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
         """The CALL that carries a record up, with ids mapped; None if none does."""
         if record.type in SKIPPED:
             return None
-        data = orjson.loads(record.data)
         raw = data.get("raw")
         if not isinstance(raw, dict):
             return None
@@ -368,10 +371,6 @@ class Upstream:
 
 def _without_tx(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "transactionId"}
-
-
-async def _until_done(task: asyncio.Task[None]) -> None:
-    await task
 
 
 class OcppUplink:
