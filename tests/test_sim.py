@@ -183,6 +183,8 @@ Peer = Peer16 | Peer201
 class LibraryCsms:
     """Serves 1.6 and 2.0.1 on 127.0.0.1; one library peer per connection."""
 
+    peer16: type[Peer16] = Peer16  # a subclass answers 1.6 differently
+
     def __init__(self) -> None:
         self.traffic = Traffic()
         self.peers: dict[str, list[Peer]] = {}
@@ -200,7 +202,7 @@ class LibraryCsms:
         station = ws.request.path.rsplit("/", 1)[-1]
         peer: Peer
         if ws.subprotocol == "ocpp1.6":
-            peer = Peer16(station, ws, self.traffic)
+            peer = self.peer16(station, ws, self.traffic)
         else:
             peer = Peer201(station, ws, self.traffic)
         self.peers.setdefault(station, []).append(peer)

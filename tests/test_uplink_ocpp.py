@@ -5,7 +5,6 @@ cloud command reaches the charger and its answer goes back up."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import sqlite3
@@ -19,14 +18,13 @@ from ocpp.routing import on
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from edge.sim.charger import SimCharger, SimStation
 from tests.broker import free_port
 from tests.conftest import RunningSite, StartSite
 from tests.test_meters_daemon import edge_cli
-from tests.test_sim import LibraryCsms, Peer16
+from tests.test_sim import LibraryCsms, Peer16, online
 from tests.test_uplink_mqtt import post, until
 
 
@@ -36,6 +34,13 @@ async def cloud_on(cloud: LibraryCsms, port: int) -> AsyncIterator[LibraryCsms]:
     async with serve(cloud.handle, "127.0.0.1", port, subprotocols=protocols):
         cloud.port = port
         yield cloud
+
+
+def ocpp_uplink_toml(port: int, accept_cards: bool = False) -> str:
+    """`[uplink] mode = "ocpp"` towards a cloud on `port`; `accept_cards`: with an uplink
+    the site is no longer open, so the test cards are accepted explicitly."""
+    auth = '\n[auth]\nunknown_tags = "accept"\n' if accept_cards else ""
+    return f'{auth}\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
 
 
 def waiting(site: RunningSite, station: str) -> int:
@@ -48,18 +53,13 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
     start_site: StartSite, tmp_path: Path
 ) -> None:
     port = free_port()
-    site = await start_site(
-        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
-        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
-    )
+    site = await start_site(ocpp_uplink_toml(port, accept_cards=True))
     chargers = [
         SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url),
         SimCharger(SimStation(id="CP201", version="2.0.1", meter_interval_s=0), site.url),
     ]
-    runners = [asyncio.create_task(c.run()) for c in chargers]
-    try:
+    async with online(chargers[0]), online(chargers[1]):
         for c in chargers:
-            await c.wait_connected()
             await c.start(1, "CARD1")
             await c.send_meter(1)
             await c.stop(1)
@@ -108,12 +108,6 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
             assert live["eventType"] == "Started" and not live.get("offline")
         status = site.daemon.backend.uplink() if site.daemon.backend else {}
         assert status["mode"] == "ocpp" and status["delivered"] >= 6
-    finally:
-        for c in chargers:
-            await c.close()
-        for r in runners:
-            r.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
 
 
 class RefusingPeer(Peer16):
@@ -125,27 +119,16 @@ class RefusingPeer(Peer16):
 
 
 class RefusingCsms(LibraryCsms):
-    async def handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        station = ws.request.path.rsplit("/", 1)[-1]
-        peer = RefusingPeer(station, ws, self.traffic)
-        self.peers.setdefault(station, []).append(peer)
-        with contextlib.suppress(ConnectionClosed):
-            await peer.start()
+    peer16 = RefusingPeer
 
 
 async def test_what_the_cloud_refuses_is_retried_then_parked_and_can_be_sent_again(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     port = free_port()
-    site = await start_site(
-        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
-        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
-    )
+    site = await start_site(ocpp_uplink_toml(port, accept_cards=True))
     charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    async with online(charger):
         await charger.start(1, "CARD1")
         await charger.send_meter(1)
         await charger.stop(1)
@@ -168,10 +151,6 @@ async def test_what_the_cloud_refuses_is_retried_then_parked_and_can_be_sent_aga
             )
         status = await get(site, "/api/v1/uplink")
         assert status["dead_letters"] == 0
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def get(site: RunningSite, path: str) -> Any:
@@ -184,45 +163,37 @@ async def test_a_cloud_charging_profile_is_a_cap_for_load_balancing(
 ) -> None:
     port = free_port()
     site = await start_site(
-        f'\n[load]\ndwell_s = 0.5\n[[circuits]]\nid = "bay"\nlimit_a = 40\nstations = ["CP16"]\n'
-        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
-        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+        '\n[load]\ndwell_s = 0.5\n[[circuits]]\nid = "bay"\nlimit_a = 40\nstations = ["CP16"]\n'
+        + ocpp_uplink_toml(port, accept_cards=True)
     )
-    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
     cloud = LibraryCsms()
-    try:
-        async with cloud_on(cloud, port):
-            await charger.wait_connected()
-            await charger.start(1, "CARD1")
-            await until(lambda: charger.limit_a[1] == 32.0)  # its max, inside 40 - 2
-            await until(lambda: bool(cloud.peers.get("CP16")))
-            peer = cloud.peer("CP16")
-            profile = {
-                "chargingProfileId": 7,
-                "stackLevel": 0,
-                "chargingProfilePurpose": "TxDefaultProfile",
-                "chargingProfileKind": "Relative",
-                "chargingSchedule": {
-                    "chargingRateUnit": "W",
-                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6900.0}],
-                },
-            }
-            answer = await peer.call(
-                call16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
-            )
-            assert answer.status == "Accepted"
-            # 6,900 W over 3 phases at 230 V: 10 A, the lower of cloud and local
-            await until(lambda: charger.limit_a[1] == 10.0)
-            station = site.daemon.registry.stations["CP16"]
-            await until(lambda: station.limit_reason == "cloud constraint")
-            answer = await peer.call(call16.ClearChargingProfile(connector_id=1))
-            assert answer.status == "Accepted"
-            await until(lambda: charger.limit_a[1] == 32.0)
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    async with online(charger), cloud_on(cloud, port):
+        await charger.start(1, "CARD1")
+        await until(lambda: charger.limit_a[1] == 32.0)  # its max, inside 40 - 2
+        await until(lambda: bool(cloud.peers.get("CP16")))
+        peer = cloud.peer("CP16")
+        profile = {
+            "chargingProfileId": 7,
+            "stackLevel": 0,
+            "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {
+                "chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6900.0}],
+            },
+        }
+        answer = await peer.call(
+            call16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
+        )
+        assert answer.status == "Accepted"
+        # 6,900 W over 3 phases at 230 V: 10 A, the lower of cloud and local
+        await until(lambda: charger.limit_a[1] == 10.0)
+        station = site.daemon.registry.stations["CP16"]
+        await until(lambda: station.limit_reason == "cloud constraint")
+        answer = await peer.call(call16.ClearChargingProfile(connector_id=1))
+        assert answer.status == "Accepted"
+        await until(lambda: charger.limit_a[1] == 32.0)
 
 
 async def test_the_cloud_authorizes_while_connected_and_its_answer_is_cached(
@@ -230,13 +201,9 @@ async def test_the_cloud_authorizes_while_connected_and_its_answer_is_cached(
 ) -> None:
     port = free_port()
     # no local list, unknown tags rejected: only the cloud can let CARD9 in
-    site = await start_site(
-        f'\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
-    )
+    site = await start_site(ocpp_uplink_toml(port))
     charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    async with online(charger):
         cloud = LibraryCsms()
         async with cloud_on(cloud, port):
             await until(lambda: site.daemon.uplink is not None and site.daemon.uplink.connected)
@@ -248,10 +215,6 @@ async def test_the_cloud_authorizes_while_connected_and_its_answer_is_cached(
         assert await charger.start(1, "CARD9") is not None
         await charger.stop(1)
         assert await charger.start(1, "STRANGER") is None
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 class BlockingPeer(Peer16):
@@ -263,27 +226,16 @@ class BlockingPeer(Peer16):
 
 
 class BlockingCsms(LibraryCsms):
-    async def handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        station = ws.request.path.rsplit("/", 1)[-1]
-        peer = BlockingPeer(station, ws, self.traffic)
-        self.peers.setdefault(station, []).append(peer)
-        with contextlib.suppress(ConnectionClosed):
-            await peer.start()
+    peer16 = BlockingPeer
 
 
 async def test_a_session_the_cloud_refuses_is_stopped(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     port = free_port()
-    site = await start_site(
-        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
-        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
-    )
+    site = await start_site(ocpp_uplink_toml(port, accept_cards=True))
     charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    async with online(charger):
         await charger.start(1, "CARD1")  # accepted here while the cloud is away
         async with cloud_on(BlockingCsms(), port) as cloud:
             await post(site, "/api/v1/uplink/retry")
@@ -294,24 +246,15 @@ async def test_a_session_the_cloud_refuses_is_stopped(
             assert any(a == "RemoteStopTransaction" for a, _ in charger.received)
             (stop,) = [p for _, p in cloud.traffic.of("CP16", "StopTransaction")]
             assert stop["transactionId"] == 555
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_a_cloud_that_goes_away_mid_stream_gets_the_rest_in_order_after(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     port = free_port()
-    site = await start_site(
-        f'\n[auth]\nunknown_tags = "accept"\n[uplink]\nmode = "ocpp"\n'
-        f'[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
-    )
+    site = await start_site(ocpp_uplink_toml(port, accept_cards=True))
     charger = SimCharger(SimStation(id="CP201", version="2.0.1", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    async with online(charger):
         first = LibraryCsms()
         async with cloud_on(first, port):
             await until(lambda: site.daemon.uplink is not None and site.daemon.uplink.connected)
@@ -336,20 +279,13 @@ async def test_a_cloud_that_goes_away_mid_stream_gets_the_rest_in_order_after(
         assert sorted(set(seq)) == list(range(min(seq), max(seq) + 1)), seq
         assert seen[-1]["eventType"] == "Ended" and seen[-1]["offline"] is True
         assert second.traffic.of("CP201")[0][0] == "BootNotification"
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_the_upstream_authenticates_as_the_station(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     port = free_port()
-    site = await start_site(
-        f'\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
-        'password = "shared-secret-0123456"\n'
-    )
+    site = await start_site(ocpp_uplink_toml(port) + 'password = "shared-secret-0123456"\n')
     seen: dict[str, str] = {}
 
     class Recording(LibraryCsms):
@@ -359,17 +295,11 @@ async def test_the_upstream_authenticates_as_the_station(
             await super().handle(ws)
 
     charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    async with online(charger):
         async with cloud_on(Recording(), port):
             await until(lambda: "/ocpp/CP16" in seen)
         token = base64.b64encode(b"CP16:shared-secret-0123456").decode()
         assert seen["/ocpp/CP16"] == f"Basic {token}"  # HTTP Basic, user = station id
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_the_upstream_speaks_tls_with_a_custom_ca_and_a_client_certificate(
@@ -397,18 +327,12 @@ async def test_the_upstream_speaks_tls_with_a_custom_ca_and_a_client_certificate
             peers.append(dict(x[0] for x in cert["subject"])["commonName"])
             await super().handle(ws)
 
-    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
-    runner = asyncio.create_task(charger.run())
     cloud = Checking()
-    try:
-        await charger.wait_connected()
+    charger = SimCharger(SimStation(id="CP16", version="1.6", meter_interval_s=0), site.url)
+    async with online(charger):
         protocols = [Subprotocol("ocpp1.6")]
         async with serve(cloud.handle, "127.0.0.1", port, subprotocols=protocols, ssl=server):
             await post(site, "/api/v1/uplink/retry")
             await cloud.traffic.until(lambda: bool(cloud.traffic.of("CP16")), timeout=10)
         assert peers[0] == "CP16"
         assert cloud.traffic.of("CP16")[0][0] == "BootNotification"
-    finally:
-        await charger.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
