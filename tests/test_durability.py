@@ -29,6 +29,34 @@ def meter_values(value: float, tx: int) -> dict[str, object]:
     }
 
 
+class MeterLoad:
+    """Stations that boot, start a session and send MeterValues as fast as they are
+    answered; `acked` holds every value a station got a CALLRESULT for."""
+
+    def __init__(self, stations: list[str]) -> None:
+        self.stations = stations
+        self.acked: dict[str, list[float]] = {s: [] for s in stations}
+        self.tx_ids: dict[str, int] = {}
+        self.started = asyncio.Event()  # every station's session runs
+
+    async def charge(self, url: str, station: str) -> None:
+        charger = await RawCharger.connect(url, station)
+        await charger.call("BootNotification", BOOT_16)
+        reply = await charger.call(
+            "StartTransaction",
+            {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-11-22T10:00:00Z"},
+        )
+        self.tx_ids[station] = reply[2]["transactionId"]
+        if len(self.tx_ids) == len(self.stations):
+            self.started.set()
+        value = 0.0
+        while True:
+            value += 1
+            answer = await charger.call("MeterValues", meter_values(value, self.tx_ids[station]))
+            if answer[0] == 3:
+                self.acked[station].append(value)
+
+
 async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     db = tmp_path / "edge.sqlite"
     extra = "".join(f'\n[[stations]]\nid = "{s}"\n' for s in STATIONS)
@@ -37,29 +65,10 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> N
     await asyncio.to_thread(proc.wait_ready)
     url = f"ws://127.0.0.1:{ocpp}/ocpp"
     stations = ["CP1", "CP2", *STATIONS]
-    acked: dict[str, list[float]] = {s: [] for s in stations}
-    tx_ids: dict[str, int] = {}
-    started = asyncio.Event()
-
-    async def charge(station: str) -> None:
-        charger = await RawCharger.connect(url, station)
-        await charger.call("BootNotification", BOOT_16)
-        reply = await charger.call(
-            "StartTransaction",
-            {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-11-22T10:00:00Z"},
-        )
-        tx_ids[station] = reply[2]["transactionId"]
-        if len(tx_ids) == len(stations):
-            started.set()
-        value = 0.0
-        while True:
-            value += 1
-            answer = await charger.call("MeterValues", meter_values(value, tx_ids[station]))
-            if answer[0] == 3:
-                acked[station].append(value)
-
-    tasks = [asyncio.create_task(charge(s)) for s in stations]
-    await asyncio.wait_for(started.wait(), 15)
+    load = MeterLoad(stations)
+    acked, tx_ids = load.acked, load.tx_ids
+    tasks = [asyncio.create_task(load.charge(url, s)) for s in stations]
+    await asyncio.wait_for(load.started.wait(), 15)
     await asyncio.sleep(0.8)
     proc.kill9()
     for t in tasks:

@@ -167,8 +167,7 @@ async def test_kill_9_under_load_then_everything_acknowledged_reaches_the_broker
     tmp_path: Path,
 ) -> None:
     from tests.daemon_process import DaemonProcess, write_config
-    from tests.peer import BOOT_16, RawCharger
-    from tests.test_durability import meter_values
+    from tests.test_durability import MeterLoad
 
     broker = Broker(tmp_path)
     broker.start()
@@ -178,36 +177,16 @@ async def test_kill_9_under_load_then_everything_acknowledged_reaches_the_broker
     extra += uplink_toml(broker.port)
     ocpp, api = write_config(tmp_path / "edge.toml", db, extra)
     stations = ["CP1", "CP2", *names]
-    acked: dict[str, list[float]] = {s: [] for s in stations}
-    started = asyncio.Event()
-    tx_ids: dict[str, int] = {}
-
-    async def charge(url: str, station: str) -> None:
-        charger = await RawCharger.connect(url, station)
-        await charger.call("BootNotification", BOOT_16)
-        start = {
-            "connectorId": 1,
-            "idTag": "T",
-            "meterStart": 0,
-            "timestamp": "2026-12-03T10:00:00Z",
-        }
-        tx_ids[station] = (await charger.call("StartTransaction", start))[2]["transactionId"]
-        if len(tx_ids) == len(stations):
-            started.set()
-        value = 0.0
-        while True:
-            value += 1
-            answer = await charger.call("MeterValues", meter_values(value, tx_ids[station]))
-            if answer[0] == 3:
-                acked[station].append(value)
+    load = MeterLoad(stations)
+    acked = load.acked
 
     async with Subscriber(broker.port, "edge/proc-site/events/#") as cloud:
         proc = DaemonProcess(tmp_path / "edge.toml", api)
         try:
             await asyncio.to_thread(proc.wait_ready)
             url = f"ws://127.0.0.1:{ocpp}/ocpp"
-            tasks = [asyncio.create_task(charge(url, s)) for s in stations]
-            await asyncio.wait_for(started.wait(), 15)
+            tasks = [asyncio.create_task(load.charge(url, s)) for s in stations]
+            await asyncio.wait_for(load.started.wait(), 15)
             await asyncio.sleep(0.8)
             proc.kill9()
             for t in tasks:
