@@ -28,6 +28,7 @@ from edge.domain.events import (
 )
 from edge.domain.station import OcppVersion, StationIdentity
 from edge.store import auth, queries, retention
+from edge.store import outbox as outbox_mod
 from edge.store.schema import MIGRATIONS, SchemaError, migrate
 from edge.store.writer import Store, StoreClosed
 
@@ -234,6 +235,16 @@ async def test_outbox_rows_commit_with_the_journal_or_not_at_all(store: Store) -
     assert outbox(store.path) == [("CP1", 1, "station.connected")], "no seq was lost"
 
 
+async def test_outbox_ids_only_grow_even_after_every_row_was_delivered(store: Store) -> None:
+    # The uplink reads "after the last id it read": a reused id would be passed over.
+    await store.record(StationConnected("CP1", OcppVersion.V16, T0))
+    await store.record(StationConnected("CP2", OcppVersion.V16, T0))
+    (first, _), (last, _) = db_rows(store.path, "SELECT id, seq FROM outbox ORDER BY id")
+    assert await store.write(lambda c: outbox_mod.delivered(c, [first, last])) == 2
+    await store.record(StationConnected("CP1", OcppVersion.V16, T0))
+    assert db_rows(store.path, "SELECT id, seq FROM outbox") == [(last + 1, 2)]
+
+
 async def test_a_record_is_on_disk_when_it_returns(store: Store) -> None:
     rec = await store.record(start16())
     assert db_rows(store.path, "SELECT id FROM sessions") == [(rec.session_id,)]
@@ -264,6 +275,7 @@ async def test_a_failing_write_does_not_fail_its_batch(store: Store) -> None:
     assert isinstance(results[1], sqlite3.OperationalError)
     assert db_rows(store.path, "SELECT count(*) FROM sessions") == [(2,)]
     assert [seq for _, seq, _ in outbox(store.path)] == [1, 2]
+    assert db_rows(store.path, "SELECT next FROM outbox_seq") == [(3,)], "the counter is on disk"
 
 
 async def test_concurrent_records_share_commits(store: Store) -> None:
@@ -271,6 +283,9 @@ async def test_concurrent_records_share_commits(store: Store) -> None:
     store.on_commit = lambda n, _s: batches.append(n)
     await asyncio.gather(*(store.record(start16(i)) for i in range(1, 201)))
     assert sum(batches) == 200 and len(batches) < 200
+    # The per-station counter is written once per commit, and it is right on disk.
+    assert db_rows(store.path, "SELECT next FROM outbox_seq") == [(201,)]
+    assert [seq for _, seq, _ in outbox(store.path)] == list(range(1, 201))
 
 
 async def test_thinning_keeps_starts_stops_and_each_sessions_last_value(tmp_path: Path) -> None:
@@ -323,6 +338,26 @@ def test_migrations_apply_only_what_is_missing(tmp_path: Path) -> None:
         migrate(conn, path, broken)
     assert conn.execute("PRAGMA user_version").fetchone() == (len(newer),)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
+    conn.close()
+
+
+def test_the_outbox_keeps_its_rows_and_ids_when_its_ids_become_never_reused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "edge.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, path, MIGRATIONS[:3])
+    conn.execute(
+        "INSERT INTO outbox (id, record_id, station, seq, type, time, data, created_at)"
+        " VALUES (7, 'r7', 'CP1', 4, 'station.status', 't', x'7b7d', 't')"
+    )
+    assert migrate(conn, path) == len(MIGRATIONS) - 3
+    conn.execute("DELETE FROM outbox")
+    conn.execute(
+        "INSERT INTO outbox (record_id, station, seq, type, time, data, created_at)"
+        " VALUES ('r8', 'CP1', 5, 'station.status', 't', x'7b7d', 't')"
+    )
+    assert conn.execute("SELECT id, record_id FROM outbox").fetchall() == [(8, "r8")]
     conn.close()
 
 

@@ -79,6 +79,24 @@ MIGRATIONS: tuple[str, ...] = (
         error TEXT NOT NULL, parked_at TEXT NOT NULL
     );
     """,
+    # 4: outbox ids are never reused. Without AUTOINCREMENT a new row gets max(id) + 1,
+    # so once the uplink had delivered (deleted) every row, new records took ids below the
+    # last one it had read, and it passed over them until its next reconnect: late and out
+    # of order. Rows and their ids carry over; sqlite_sequence starts at the largest.
+    """
+    CREATE TABLE outbox_v4 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL UNIQUE, station TEXT,
+        seq INTEGER NOT NULL, type TEXT NOT NULL, time TEXT NOT NULL, data BLOB NOT NULL,
+        droppable INTEGER NOT NULL DEFAULT 0, session_id INTEGER, created_at TEXT NOT NULL
+    );
+    INSERT INTO outbox_v4 (id, record_id, station, seq, type, time, data, droppable,
+        session_id, created_at)
+        SELECT id, record_id, station, seq, type, time, data, droppable, session_id,
+        created_at FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v4 RENAME TO outbox;
+    CREATE INDEX outbox_station ON outbox (station, id);
+    """,
 )
 
 
