@@ -50,17 +50,35 @@ class JournalConnection(sqlite3.Connection):
 
     Saves a SELECT per record. The cache is only right while nobody else changes
     `outbox_seq` and every rollback is followed by `forget_counters()`.
+
+    While `deferred` is a set, `enqueue` only notes which stations' counters moved and
+    `flush_counters()` writes each of them once before COMMIT: one statement per station
+    and transaction instead of one per record.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outbox_next: dict[str, int] = {}
+        self.deferred: set[str] | None = None
 
 
 def forget_counters(conn: sqlite3.Connection) -> None:
     """After a rollback: the cached outbox seqs may be ahead of the database."""
     if isinstance(conn, JournalConnection):
         conn.outbox_next.clear()
+        if conn.deferred is not None:
+            conn.deferred.clear()
+
+
+def flush_counters(conn: sqlite3.Connection) -> None:
+    """Write the deferred `outbox_seq` counters (inside the transaction, before COMMIT)."""
+    if isinstance(conn, JournalConnection) and conn.deferred:
+        conn.executemany(
+            "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
+            " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
+            [(key, conn.outbox_next[key]) for key in conn.deferred],
+        )
+        conn.deferred.clear()
 
 
 def record(conn: sqlite3.Connection, event: Event, now: datetime) -> Recorded:
@@ -583,11 +601,15 @@ def enqueue(
         seq = row[0] if row else 1
     if cache is not None:
         cache[key] = seq + 1
-    conn.execute(
-        "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
-        " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
-        (key, seq + 1),
-    )
+    deferred: set[str] | None = getattr(conn, "deferred", None)
+    if deferred is not None:
+        deferred.add(key)
+    else:
+        conn.execute(
+            "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
+            " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
+            (key, seq + 1),
+        )
     conn.execute(
         "INSERT INTO outbox (record_id, station, seq, type, time, data, droppable,"
         " session_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
