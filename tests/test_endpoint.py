@@ -59,6 +59,19 @@ async def test_the_newest_common_version_is_chosen(site: RunningSite) -> None:
         assert ws.subprotocol == "ocpp2.0.1"
 
 
+async def test_compression_is_negotiated_without_context_takeover(site: RunningSite) -> None:
+    # OCPP-J 2.0.1 §3.2: the CSMS supports RFC 7692; with no context takeover an idle
+    # connection keeps no zlib state.
+    async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.6"]) as ws:
+        (deflate,) = ws.protocol.extensions
+        assert deflate.name == "permessage-deflate"
+        assert deflate.local_no_context_takeover and deflate.remote_no_context_takeover
+        for n in range(3):  # several messages, each compressed on its own
+            await ws.send(orjson.dumps([2, f"b{n}", "BootNotification", BOOT_16]).decode())
+            answer = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert answer[:2] == [3, f"b{n}"] and answer[2]["status"] == "Accepted"
+
+
 async def test_no_common_subprotocol_completes_the_handshake_then_closes(site: RunningSite) -> None:
     async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.5"]) as ws:
         assert ws.subprotocol is None
