@@ -196,7 +196,7 @@ async def test_kill_9_under_load_then_everything_acknowledged_reaches_the_broker
             # back on the same file: the pump resumes from the outbox
             proc = DaemonProcess(tmp_path / "edge.toml", api)
             await asyncio.to_thread(proc.wait_ready)
-            await until(lambda: _backlog(db) == 0, timeout=30)
+            await until(lambda: outbox_rows(db) == 0, timeout=30)
             await asyncio.sleep(0.3)
         finally:
             proc.stop()
@@ -214,7 +214,7 @@ async def test_kill_9_under_load_then_everything_acknowledged_reaches_the_broker
         assert_gapless(cloud.events())
 
 
-def _backlog(db: Path) -> int:
+def outbox_rows(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 

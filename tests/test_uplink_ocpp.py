@@ -5,6 +5,7 @@ cloud command reaches the charger and its answer goes back up."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import sqlite3
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.exceptions import PropertyConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import call as call16
@@ -41,6 +44,12 @@ def ocpp_uplink_toml(port: int, accept_cards: bool = False) -> str:
     the site is no longer open, so the test cards are accepted explicitly."""
     auth = '\n[auth]\nunknown_tags = "accept"\n' if accept_cards else ""
     return f'{auth}\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
+
+
+def cloud_ids(site: RunningSite) -> set[int]:
+    """The cloud's 1.6 transaction ids that edge has mapped to its sessions."""
+    with sqlite3.connect(site.db) as db:
+        return {int(r[0]) for r in db.execute("SELECT cloud_tx FROM uplink_tx")}
 
 
 def waiting(site: RunningSite, station: str) -> int:
@@ -106,6 +115,41 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
             )
             live = cloud.traffic.of("CP201", "TransactionEvent")[-1][1]
             assert live["eventType"] == "Started" and not live.get("offline")
+
+            # a live 1.6 session: the cloud names it by its own id, the charger by ours
+            local = int(await chargers[0].start(1, "CARD3"))
+            await until(lambda: cloud_ids(site) == {101, 102})
+            profile = {
+                "chargingProfileId": 7,
+                "transactionId": 102,
+                "stackLevel": 1,
+                "chargingProfilePurpose": "TxProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}],
+                },
+            }
+            answer = await peer.call(
+                call16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
+            )
+            assert answer.status == "Accepted"
+            sent = [p for a, p in chargers[0].received if a == "SetChargingProfile"][-1]
+            assert sent["csChargingProfiles"]["transactionId"] == local != 102
+            answer = await peer.call(call16.RemoteStopTransaction(transaction_id=102))
+            assert answer.status == "Accepted"
+            assert ("RemoteStopTransaction", {"transactionId": local}) in chargers[0].received
+            # the charger's own CALLERROR goes up as it came, not as an InternalError
+            with pytest.raises(OcppNotImplemented):
+                await peer.call(
+                    call16.ReserveNow(
+                        connector_id=1,
+                        expiry_date="2030-01-01T00:00:00Z",
+                        id_tag="T",
+                        reservation_id=1,
+                    ),
+                    suppress=False,
+                )
         status = site.daemon.backend.uplink() if site.daemon.backend else {}
         assert status["mode"] == "ocpp" and status["delivered"] >= 6
 
@@ -336,3 +380,46 @@ async def test_the_upstream_speaks_tls_with_a_custom_ca_and_a_client_certificate
             await cloud.traffic.until(lambda: bool(cloud.traffic.of("CP16")), timeout=10)
         assert peers[0] == "CP16"
         assert cloud.traffic.of("CP16")[0][0] == "BootNotification"
+
+
+async def test_kill_9_under_load_then_the_cloud_gets_everything_acknowledged(
+    tmp_path: Path,
+) -> None:
+    from tests.daemon_process import DaemonProcess, write_config
+    from tests.test_durability import MeterLoad
+    from tests.test_uplink_mqtt import outbox_rows
+
+    port = free_port()
+    db = tmp_path / "edge.sqlite"
+    stations = ["CP1", "CP2", "CP3", "CP4"]
+    extra = "".join(f'\n[[stations]]\nid = "{s}"\n' for s in stations[2:])
+    ocpp, api = write_config(tmp_path / "edge.toml", db, extra + ocpp_uplink_toml(port, True))
+    load = MeterLoad(stations)
+    async with cloud_on(LibraryCsms(), port) as cloud:
+        proc = DaemonProcess(tmp_path / "edge.toml", api)
+        try:
+            await asyncio.to_thread(proc.wait_ready)
+            url = f"ws://127.0.0.1:{ocpp}/ocpp"
+            tasks = [asyncio.create_task(load.charge(url, s)) for s in stations]
+            await asyncio.wait_for(load.started.wait(), 15)
+            await asyncio.sleep(0.8)
+            proc.kill9()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert sum(len(v) for v in load.acked.values()) > 50, "too little load"
+            # back on the same file: each upstream resumes from the outbox
+            proc = DaemonProcess(tmp_path / "edge.toml", api)
+            await asyncio.to_thread(proc.wait_ready)
+            await until(lambda: outbox_rows(db) == 0, timeout=30)
+        finally:
+            proc.stop()
+        for station in stations:
+            sent = [p for _, p in cloud.traffic.of(station, "MeterValues")]
+            values = [float(sv["value"]) for p in sent for sv in p["meterValue"][0]["sampledValue"]]
+            missing = set(load.acked[station]) - set(values)
+            assert not missing, f"{station}: acknowledged but never sent up: {sorted(missing)[:5]}"
+            first_seen = list(dict.fromkeys(values))  # a resend after the crash may repeat
+            assert first_seen == sorted(first_seen), f"{station}: out of order"
+            # every one under the cloud's transaction id (the library peer counts from 101)
+            assert all(p["transactionId"] >= 101 for p in sent), station

@@ -29,6 +29,7 @@ import structlog
 import websockets
 
 from edge.domain.units import iso_utc
+from edge.errors import CommandFailed
 from edge.store.outbox import OutboxRecord
 
 log = structlog.get_logger("edge.uplink.ocpp")
@@ -185,16 +186,33 @@ class Upstream:
         """A cloud CALL: passed to the charger, whose answer goes back up."""
         unique, action, payload = frame[1], frame[2], frame[3]
         try:
-            if self.v16 and action == "RemoteStopTransaction":
-                local = await self.store.local_session(int(payload["transactionId"]))
-                if local is not None:
-                    payload = {**payload, "transactionId": local}
+            if self.v16:
+                payload = await self._local_ids(action, payload)
             result = await self.forward(self.link.id, action, payload)
             reply: list[Any] = [3, unique, result]
+        except CommandFailed as exc:
+            # The charger's own CALLERROR goes up as it came (OCPP-J 1.6 §4.2.3).
+            reply = [4, unique, exc.code, exc.description[:255], {}]
         except Exception as exc:
             reply = [4, unique, "InternalError", str(exc)[:255], {}]
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(orjson.dumps(reply).decode())
+
+    async def _local_ids(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """OCPP 1.6: the cloud names a transaction by the id it gave in its
+        StartTransaction.conf; the charger knows it by the local id (RemoteStopTransaction
+        §5.12, a TxProfile's transactionId in SetChargingProfile §5.16.3)."""
+        if action == "RemoteStopTransaction" and isinstance(payload.get("transactionId"), int):
+            local = await self.store.local_session(payload["transactionId"])
+            if local is not None:
+                return {**payload, "transactionId": local}
+        if action == "SetChargingProfile":
+            profile = payload.get("csChargingProfiles")
+            if isinstance(profile, dict) and isinstance(profile.get("transactionId"), int):
+                local = await self.store.local_session(profile["transactionId"])
+                if local is not None:
+                    return {**payload, "csChargingProfiles": {**profile, "transactionId": local}}
+        return payload
 
     async def authorize(self, id_tag: str) -> dict[str, Any] | None:
         """Ask the cloud about a tag while connected: its idTagInfo / idTokenInfo, or None
