@@ -99,6 +99,24 @@ def start_baseline(compression: bool = True) -> tuple[subprocess.Popen[str], str
     return proc, f"ws://127.0.0.1:{port}/ocpp"
 
 
+def start_floor() -> tuple[subprocess.Popen[str], str]:
+    """Spawn the websocket-layer floor (bench/echo_csms.py)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [PY, str(HERE / "echo_csms.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc, f"ws://127.0.0.1:{port}/ocpp"
+
+
+def saturated(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mv16_msgs_per_s": loadgen(url, "mv16", args)["msgs_per_s"],
+        "te201_msgs_per_s": loadgen(url, "te201", args)["msgs_per_s"],
+    }
+
+
 def start_edge(
     tmp: Path, compression: bool = True, extra: str = ""
 ) -> tuple[subprocess.Popen[bytes], str, str, float]:
@@ -156,10 +174,14 @@ def edge_status_ms(api: str) -> float:
 def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     r: dict[str, Any] = {}
     r["boot_s"] = loadgen(url, "boot", args)["boot_s"]
-    r["mv16_msgs_per_s"] = loadgen(url, "mv16", args)["msgs_per_s"]
-    r["te201_msgs_per_s"] = loadgen(url, "te201", args)["msgs_per_s"]
-    lat = loadgen(url, "latency", args)
-    r.update({"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "late_sends": lat["late_sends"]})
+    r.update(saturated(url, args))
+    # Three runs, the median of each figure: the p99 of one run on a shared VM moves with
+    # its neighbours' disk and CPU (6 to 40 ms seen for the same code).
+    runs = [loadgen(url, "latency", args, prefix=f"latency{i}") for i in range(3)]
+    r.update(
+        {k: statistics.median(run[k] for run in runs) for k in ("p50_ms", "p99_ms", "late_sends")}
+    )
+    r["p99_ms_runs"] = [run["p99_ms"] for run in runs]
     return r
 
 
@@ -199,6 +221,12 @@ def main() -> None:
         base.terminate()
         base.wait()
     results["baseline"].update(memory(start_baseline, args))
+    floor, floor_url = start_floor()
+    try:
+        results["floor"] = saturated(floor_url, args)
+    finally:
+        floor.terminate()
+        floor.wait()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         edge, url, api, ready_s = start_edge(Path(tmp))
         try:
@@ -257,7 +285,7 @@ def report(r: dict[str, Any]) -> None:
     out = HERE / "results" / "ocpp_throughput.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(r, indent=2) + "\n")
-    b, e = r["baseline"], r["edge"]
+    b, e, f = r["baseline"], r["edge"], r["floor"]
     lines = [
         f"Run {r['time']} on {r['machine']['cpus']} x {r['machine']['cpu']}, "
         f"Python {r['machine']['python']}; {r['stations']} stations, "
@@ -269,8 +297,9 @@ def report(r: dict[str, Any]) -> None:
         f"| {e['mv16_msgs_per_s']} msg/s |",
         f"| 2.0.1 TransactionEvent(Updated), saturated | {b['te201_msgs_per_s']} msg/s "
         f"| {e['te201_msgs_per_s']} msg/s |",
-        f"| round trip p50 / p99 at 1 msg/s/station | {b['p50_ms']} / {b['p99_ms']} ms "
-        f"| {e['p50_ms']} / {e['p99_ms']} ms |",
+        f"| round trip p50 / p99 at 1 msg/s/station (median of 3 runs) | {b['p50_ms']} / "
+        f"{b['p99_ms']} ms | {e['p50_ms']} / {e['p99_ms']} ms (p99 of each run: "
+        f"{', '.join(str(x) for x in e['p99_ms_runs'])}) |",
         f"| RSS per station (no compression / deflate) | {b['rss_kb_per_station']} / "
         f"{b['rss_kb_per_station_deflate']} KB | {e['rss_kb_per_station']} / "
         f"{e['rss_kb_per_station_deflate']} KB |",
@@ -284,6 +313,17 @@ def report(r: dict[str, Any]) -> None:
             f"| {t['what']} | {t['measured']} | {t['target']} | {'yes' if t['met'] else 'NO'} |"
             for t in r["targets"]
         ),
+        "",
+        "The floor, same generator and run: `bench/echo_csms.py`, a `websockets` server that "
+        "answers every CALL with a fixed CALLRESULT (no validation, no handler, no "
+        f"persistence), reaches {f['mv16_msgs_per_s']} msg/s with 1.6 MeterValues "
+        f"({f['mv16_msgs_per_s'] / max(b['mv16_msgs_per_s'], 1e-9):.1f}x the baseline) and "
+        f"{f['te201_msgs_per_s']} msg/s with 2.0.1 TransactionEvent "
+        f"({f['te201_msgs_per_s'] / max(b['te201_msgs_per_s'], 1e-9):.1f}x the baseline). "
+        "Nothing built on that websocket layer can beat those ratios on this machine; edge "
+        f"reaches {e['mv16_msgs_per_s'] / max(f['mv16_msgs_per_s'], 1e-9):.0%} and "
+        f"{e['te201_msgs_per_s'] / max(f['te201_msgs_per_s'], 1e-9):.0%} of the floor while "
+        "validating and journaling every message.",
     ]
     body = "\n".join(lines)
     print(body)
