@@ -72,6 +72,7 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
             await c.start(1, "CARD1")
             await c.send_meter(1)
             await c.stop(1)
+            await c.call("FirmwareStatusNotification", {"status": "Installed"})
         assert waiting(site, "CP16") > 0 and waiting(site, "CP201") > 0
 
         cloud = LibraryCsms()
@@ -79,7 +80,7 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
             await post(site, "/api/v1/uplink/retry")
             await cloud.traffic.until(
                 lambda: (
-                    bool(cloud.traffic.of("CP16", "StopTransaction"))
+                    bool(cloud.traffic.of("CP16", "FirmwareStatusNotification"))
                     and len(cloud.traffic.of("CP201", "TransactionEvent")) >= 2
                 ),
                 timeout=15,
@@ -88,6 +89,11 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
             assert v16[0] == "BootNotification" and "StatusNotification" in v16
             assert v16.index("StartTransaction") < v16.index("MeterValues")
             assert v16.index("MeterValues") < v16.index("StopTransaction")
+            # the charger's notifications go up too, in their place
+            assert v16.index("StopTransaction") < v16.index("FirmwareStatusNotification")
+            await cloud.traffic.until(
+                lambda: bool(cloud.traffic.of("CP201", "FirmwareStatusNotification"))
+            )
             (start,) = [p for a, p in cloud.traffic.of("CP16", "StartTransaction")]
             assert start["idTag"] == "CARD1"
             # the cloud's own id (the library peer counts from 101), not ours

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import itertools
 import random
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ import websockets
 
 from edge.domain.units import iso_utc
 from edge.errors import CommandFailed
+from edge.ocpp import schemas
 from edge.store.outbox import OutboxRecord
 
 log = structlog.get_logger("edge.uplink.ocpp")
@@ -360,6 +362,12 @@ class Upstream:
         if record.type == "station.status":
             # only what changed while connected; the state at connect went up already
             return ("StatusNotification", raw) if record.time >= self._connected_at else None
+        action = data.get("action")
+        if isinstance(action, str) and action in _forwarded(self.link.version):
+            # The charger's notifications (security events, firmware and log status,
+            # reports, DataTransfer...) go up as it sent them; the cloud's answer is only
+            # an acknowledgement, the charger was answered here.
+            return action, raw
         if self.v16:
             return await self._message_v16(record.type, data, raw)
         if record.type in ("transaction.started", "transaction.updated", "transaction.completed"):
@@ -385,6 +393,19 @@ class Upstream:
             # 1.6 errata: a transaction the central system never gave an id is stopped as -1
             return "StopTransaction", {**raw, "transactionId": cloud if cloud is not None else -1}
         return None
+
+
+@functools.cache
+def _forwarded(version: str) -> frozenset[str]:
+    """Actions of journaled notifications that go up as CALLs: those the version defines
+    (a 2.1 SEND such as NotifyPeriodicEventStream is not a CALL and stays local)."""
+    from edge.domain.station import OcppVersion
+    from edge.ocpp.inbound_v2 import NOTIFICATIONS as V2
+    from edge.ocpp.inbound_v16 import NOTIFICATIONS as V16
+
+    names = set(V16 if version == "1.6" else V2)
+    names |= {"DataTransfer", "NotifyEVChargingNeeds", "NotifyEVChargingSchedule"}
+    return frozenset(a for a in names if schemas.has_action(OcppVersion(version), a))
 
 
 def _without_tx(raw: dict[str, Any]) -> dict[str, Any]:
