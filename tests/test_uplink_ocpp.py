@@ -156,6 +156,14 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
                     ),
                     suppress=False,
                 )
+            # garbage and a CALL without a payload from the cloud: answered or logged, and
+            # the upstream stays up
+            cloud_ws = peer._connection
+            await cloud_ws.send("not json")
+            await cloud_ws.send('[2, "bad-1", "Reset"]')
+            answer = await peer.call(call16.TriggerMessage(requested_message="Heartbeat"))
+            assert answer.status == "Accepted"
+            assert len(cloud.peers["CP16"]) == 1, "the upstream did not reconnect"
         status = site.daemon.backend.uplink() if site.daemon.backend else {}
         assert status["mode"] == "ocpp" and status["delivered"] >= 6
 

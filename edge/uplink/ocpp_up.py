@@ -159,17 +159,36 @@ class Upstream:
 
     async def _read(self, ws: Any) -> None:
         async for raw in ws:
-            frame = orjson.loads(raw)
-            if frame[0] in (3, 4) and frame[1] in self._pending:
+            frame = _frame(raw)
+            if frame is None:
+                # Not an OCPP-J frame at all: nothing to answer (no unique id to trust).
+                log.warning("uplink.ocpp.frame.invalid", station=self.link.id, frame=str(raw)[:200])
+            elif frame[0] in (3, 4) and frame[1] in self._pending:
                 fut = self._pending.pop(frame[1])
-                if frame[0] == 3:
+                if frame[0] == 3 and isinstance(frame[2], dict):
                     fut.set_result(frame[2])
+                elif frame[0] == 3:  # retried, then parked, like a CALLERROR
+                    fut.set_exception(CallError("FormationViolation", "payload is not an object"))
                 else:
-                    fut.set_exception(CallError(str(frame[2]), str(frame[3])))
-            elif frame[0] == 2:
+                    description = str(frame[3]) if len(frame) > 3 else ""
+                    fut.set_exception(CallError(str(frame[2]), description))
+            elif frame[0] == 2 and len(frame) == 4 and isinstance(frame[3], dict):
                 task = asyncio.create_task(self._answer(ws, frame))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
+            elif frame[0] == 2:  # OCPP-J 1.6 §4.2.3: a CALL we cannot read
+                reply = [
+                    4,
+                    frame[1],
+                    "FormationViolation",
+                    "CALL needs an action and a payload",
+                    {},
+                ]
+                await ws.send(orjson.dumps(reply).decode())
+            else:
+                # A late answer to a CALL that timed out, a 2.1 CALLRESULTERROR about one of
+                # our answers, or a 2.1 SEND: nothing waits for it (OCPP-J 2.1 §4.2.5-6).
+                log.info("uplink.ocpp.frame.unexpected", station=self.link.id, type=frame[0])
         raise ConnectionError("the cloud closed the connection")
 
     async def _call(self, ws: Any, action: str, payload: dict[str, Any]) -> Any:
@@ -393,6 +412,22 @@ class Upstream:
             # 1.6 errata: a transaction the central system never gave an id is stopped as -1
             return "StopTransaction", {**raw, "transactionId": cloud if cloud is not None else -1}
         return None
+
+
+def _frame(raw: str | bytes) -> list[Any] | None:
+    """An OCPP-J frame: a JSON array of a known type with a string unique id."""
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        not isinstance(frame, list)
+        or len(frame) < 3
+        or frame[0] not in (2, 3, 4, 5, 6)
+        or not isinstance(frame[1], str)
+    ):
+        return None
+    return frame
 
 
 @functools.cache
