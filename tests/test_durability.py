@@ -1,4 +1,5 @@
-"""kill -9 of `edge run` under load: every message a charger got an answer for survives."""
+"""kill -9 of `edge run` under load, and a full disk: every message a charger got an
+answer for survives, and one that could not be stored is refused, not acknowledged."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from tests.conftest import RunningSite
 from tests.daemon_process import DaemonProcess, write_config
 from tests.peer import BOOT_16, RawCharger
 
@@ -114,3 +116,32 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> N
         connected = conn.execute("SELECT count(*) FROM stations WHERE connected = 1").fetchone()
     assert active[0] == len(stations) + 1
     assert connected[0] == 0, "a clean stop leaves no station marked connected"
+
+
+async def test_a_full_disk_refuses_what_it_cannot_store_and_loses_nothing(
+    site: RunningSite,
+) -> None:
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    store = site.daemon.store
+    assert store is not None
+    # SQLite's own limit on the file's size: past it, writes fail with SQLITE_FULL, as
+    # on a full disk.
+    pages = await store.write(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await store.write(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    big = {"vendorId": "acme", "data": "x" * 30_000}  # needs pages the file cannot get
+    refused = await charger.call("DataTransfer", big)
+    assert refused[0] == 4 and refused[2] == "InternalError", "not stored: not acknowledged"
+    assert (await charger.call("Heartbeat", {}))[0] == 3, "the station is still served"
+
+    await store.write(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+    accepted = await charger.call("DataTransfer", big)
+    assert accepted[0] == 3
+    with sqlite3.connect(site.db) as conn:
+        rows = conn.execute(
+            "SELECT seq, type FROM outbox WHERE station = 'CP16' ORDER BY id"
+        ).fetchall()
+    seqs = [seq for seq, _ in rows]
+    assert seqs == list(range(1, len(seqs) + 1)), "no seq was lost to the refused write"
+    assert [t for _, t in rows].count("data.transfer") == 1
+    await charger.close()
