@@ -159,6 +159,8 @@ class OcppConfig(Section):
     ping_interval_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     max_frame_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 65536
     compression: bool = True
+    # Profile 3: the client certificate's O must contain it (OCPP 2.0.1 Part 2 A00.FR.404).
+    cpo_name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class StationConfig(Section):
@@ -171,6 +173,9 @@ class StationConfig(Section):
     phase_rotation: Literal["L1L2L3", "L2L3L1", "L3L1L2", "L1L3L2", "L3L2L1", "L2L1L3"] = "L1L2L3"
     profile: str | None = None
     uplink_password: Password | None = None  # this station's password towards the cloud
+    # Profile 3: the CN of its client certificate (the charger's serial number, A00.FR.405);
+    # none: the CN must be the station id.
+    serial: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class ApiConfig(Section):

@@ -16,13 +16,19 @@ class Certs:
     client_key: Path
     wrong_client_cert: Path
     wrong_client_key: Path
+    serial_cert: Path  # CN = a serial number, O = "Example CPO"
+    serial_key: Path
+    foreign_cert: Path  # the same serial, O = another CPO
+    foreign_key: Path
 
 
 def _run(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def _leaf(d: Path, name: str, cn: str, ca: Path, ca_key: Path, server: bool) -> tuple[Path, Path]:
+def _leaf(
+    d: Path, name: str, cn: str, ca: Path, ca_key: Path, server: bool, org: str | None = None
+) -> tuple[Path, Path]:
     key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
     _run(
         "req",
@@ -37,7 +43,7 @@ def _leaf(d: Path, name: str, cn: str, ca: Path, ca_key: Path, server: bool) -> 
         "-out",
         str(csr),
         "-subj",
-        f"/CN={cn}",
+        f"/O={org}/CN={cn}" if org else f"/CN={cn}",
     )
     ext = d / f"{name}.ext"
     ext.write_text(
@@ -64,7 +70,8 @@ def _leaf(d: Path, name: str, cn: str, ca: Path, ca_key: Path, server: bool) -> 
 
 
 def make_certs(d: Path) -> Certs:
-    """A CA, a server certificate for 127.0.0.1, and client certificates for CP16 and OTHER."""
+    """A CA, a server certificate for 127.0.0.1, client certificates for CP16 and OTHER,
+    and two with a serial number as CN, one of our CPO and one of another."""
     ca, ca_key = d / "ca.pem", d / "ca.key"
     _run(
         "req",
@@ -86,4 +93,16 @@ def make_certs(d: Path) -> Certs:
     server_cert, server_key = _leaf(d, "server", "127.0.0.1", ca, ca_key, server=True)
     client_cert, client_key = _leaf(d, "client", "CP16", ca, ca_key, server=False)
     wrong_cert, wrong_key = _leaf(d, "wrong", "OTHER", ca, ca_key, server=False)
-    return Certs(ca, server_cert, server_key, client_cert, client_key, wrong_cert, wrong_key)
+    serial = _leaf(d, "serial", "SN-0042", ca, ca_key, server=False, org="Example CPO")
+    foreign = _leaf(d, "foreign", "SN-0042", ca, ca_key, server=False, org="Another CPO")
+    return Certs(
+        ca,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        wrong_cert,
+        wrong_key,
+        *serial,
+        *foreign,
+    )

@@ -108,7 +108,8 @@ status = "Ok"
         "(got 'Mars/Olympus')",
         "ocpp.port": "must be between 0 and 65535 (got 70000)",
         "stations[0].maxcurrent": "unknown key 'maxcurrent'; allowed: id, password, "
-        "max_current_a, phases, bidirectional, priority, phase_rotation, profile, uplink_password",
+        "max_current_a, phases, bidirectional, priority, phase_rotation, profile, "
+        "uplink_password, serial",
         "meters[0].transport": "must be one of: tcp, rtu, rtu-over-tcp (got 'modbus')",
         "auth.tags[0].status": "must be one of: Accepted, Blocked, Expired, Invalid (got 'Ok')",
     }

@@ -264,6 +264,35 @@ async def test_security_profiles_2_and_3_use_tls(
             pass
 
 
+async def test_security_profile_3_checks_the_serial_number_and_the_cpo(
+    start_site: StartSite, certs
+) -> None:  # type: ignore[no-untyped-def]
+    # OCPP 2.0.1 Part 2 A00.FR.404/405: O contains the CPO name, CN the station's serial.
+    site = await start_site(
+        '\n[[stations]]\nid = "CP9"\nserial = "SN-0042"\n',
+        ocpp=(
+            f'security_profile = 3\ntls_cert = "{certs.server_cert}"\n'
+            f'tls_key = "{certs.server_key}"\ntls_ca = "{certs.ca}"\ncpo_name = "Example CPO"'
+        ),
+    )
+    base = site.url.replace("ws://", "wss://")
+
+    def client(cert: Path, key: Path) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+    ours = client(certs.serial_cert, certs.serial_key)
+    async with connect(f"{base}/CP9", subprotocols=["ocpp1.6"], ssl=ours) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+    assert await refused_status(f"{base}/CP16", ssl=ours) == 403, "CP16's CN must be CP16"
+    foreign = client(certs.foreign_cert, certs.foreign_key)
+    assert await refused_status(f"{base}/CP9", ssl=foreign) == 403, "another CPO's certificate"
+    # a certificate without an O at all, for the right id
+    no_org = client(certs.client_cert, certs.client_key)
+    assert await refused_status(f"{base}/CP16", ssl=no_org) == 403
+
+
 async def test_security_profile_2_is_tls_and_basic_auth(start_site: StartSite, certs) -> None:  # type: ignore[no-untyped-def]
     text = site_config(
         Path(certs.ca).parent.parent / "p2",

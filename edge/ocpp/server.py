@@ -57,6 +57,10 @@ class ServerSettings:
     tls_ca: str | None = None
     allow_unknown: bool = False
     passwords: Mapping[str, str | None] = field(default_factory=dict)
+    # Profile 3: the CN each station's certificate must have (else its id), and the CPO
+    # name its O must contain (none: not checked).
+    certificate_cns: Mapping[str, str] = field(default_factory=dict)
+    cpo_name: str | None = None
     call_timeout: float = 30.0
     ping_interval: float | None = 60.0
     max_frame_bytes: int = 65536
@@ -115,14 +119,15 @@ def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
     return ctx
 
 
-def peer_common_name(conn: ServerConnection) -> str | None:
-    """The CN of the client certificate of a TLS connection, if any."""
+def peer_subject(conn: ServerConnection, attribute: str) -> str | None:
+    """One attribute ("commonName", "organizationName") of the subject of the client
+    certificate of a TLS connection, if any."""
     cert = conn.transport.get_extra_info("peercert") if conn.transport else None
     if not cert:
         return None
     for rdn in cert.get("subject", ()):
         for key, value in rdn:
-            if key == "commonName":
+            if key == attribute:
                 return str(value)
     return None
 
@@ -233,11 +238,24 @@ class OcppServer:
         if s.security_profile in (1, 2):
             return self._check_basic(conn, request, station)
         if s.security_profile == 3:
-            cn = peer_common_name(conn)
-            if cn != station:
-                return self._refuse(
-                    conn, HTTPStatus.FORBIDDEN, f"certificate: CN {cn!r} is not the id", station
-                )
+            return self._check_certificate(conn, station)
+        return None
+
+    def _check_certificate(self, conn: ServerConnection, station: str) -> Response | None:
+        """Profile 3 (OCPP 2.0.1 Part 2 A00.FR.404/405): the chain was verified in the TLS
+        handshake; the CN must be the station's serial number (or its id if none is
+        configured), and the O must contain the CPO name if one is configured."""
+        s = self.settings
+        expected = s.certificate_cns.get(station, station)
+        cn = peer_subject(conn, "commonName")
+        if cn != expected:
+            reason = f"certificate: CN {cn!r} is not {expected!r}"
+            return self._refuse(conn, HTTPStatus.FORBIDDEN, reason, station)
+        if s.cpo_name is not None:
+            org = peer_subject(conn, "organizationName")
+            if org is None or s.cpo_name not in org:
+                reason = f"certificate: O {org!r} does not name the CPO {s.cpo_name!r}"
+                return self._refuse(conn, HTTPStatus.FORBIDDEN, reason, station)
         return None
 
     def _check_basic(

@@ -61,6 +61,8 @@ def server_settings(config: Config) -> ServerSettings:
         tls_ca=str(o.tls_ca) if o.tls_ca else None,
         allow_unknown=o.allow_unknown_stations,
         passwords={s.id: s.password for s in config.stations},
+        certificate_cns={s.id: s.serial for s in config.stations if s.serial},
+        cpo_name=o.cpo_name,
         call_timeout=o.call_timeout_s,
         ping_interval=o.ping_interval_s or None,
         max_frame_bytes=o.max_frame_bytes,
