@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -96,8 +95,18 @@ class Connection:
             self._pending.clear()
             if self._draining is not None:
                 # Let the CALL being handled finish its commit; its reply goes nowhere.
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._draining), timeout=5)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # of `serve` that arrives together with the drain's end.
+                try:
+                    async with asyncio.timeout(5):
+                        await asyncio.shield(self._draining)
+                except TimeoutError:
+                    pass
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # `serve` itself is being cancelled
+                    # else the drain was cancelled (shutdown): nothing more to wait for
 
     async def _read(self) -> None:
         from websockets.exceptions import ConnectionClosed
