@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import itertools
 import random
 from collections.abc import Awaitable, Callable
@@ -31,8 +30,8 @@ import websockets
 
 from edge.domain.units import iso_utc
 from edge.errors import CommandFailed
-from edge.ocpp import schemas
 from edge.store.outbox import OutboxRecord
+from edge.uplink import ocpp_messages as messages
 
 log = structlog.get_logger("edge.uplink.ocpp")
 
@@ -41,7 +40,6 @@ RETRY_S = 1.0  # first wait before a retry; doubled each time
 CALL_TIMEOUT_S = 30.0
 AUTHORIZE_TIMEOUT_S = 2.0  # a charger's driver is waiting: the cloud answers fast or not at all
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 60.0
-SKIPPED = frozenset({"station.connected", "station.disconnected", "station.boot"})
 
 
 class CallError(Exception):
@@ -159,7 +157,7 @@ class Upstream:
 
     async def _read(self, ws: Any) -> None:
         async for raw in ws:
-            frame = _frame(raw)
+            frame = messages.frame(raw)
             if frame is None:
                 # Not an OCPP-J frame at all: nothing to answer (no unique id to trust).
                 log.warning("uplink.ocpp.frame.invalid", station=self.link.id, frame=str(raw)[:200])
@@ -208,7 +206,7 @@ class Upstream:
         unique, action, payload = frame[1], frame[2], frame[3]
         try:
             if self.v16:
-                payload = await self._local_ids(action, payload)
+                payload = await messages.local_ids(action, payload, self.store.local_session)
             result = await self.forward(self.link.id, action, payload)
             reply: list[Any] = [3, unique, result]
         except CommandFailed as exc:
@@ -218,22 +216,6 @@ class Upstream:
             reply = [4, unique, "InternalError", str(exc)[:255], {}]
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(orjson.dumps(reply).decode())
-
-    async def _local_ids(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """OCPP 1.6: the cloud names a transaction by the id it gave in its
-        StartTransaction.conf; the charger knows it by the local id (RemoteStopTransaction
-        §5.12, a TxProfile's transactionId in SetChargingProfile §5.16.3)."""
-        if action == "RemoteStopTransaction" and isinstance(payload.get("transactionId"), int):
-            local = await self.store.local_session(payload["transactionId"])
-            if local is not None:
-                return {**payload, "transactionId": local}
-        if action == "SetChargingProfile":
-            profile = payload.get("csChargingProfiles")
-            if isinstance(profile, dict) and isinstance(profile.get("transactionId"), int):
-                local = await self.store.local_session(profile["transactionId"])
-                if local is not None:
-                    return {**payload, "csChargingProfiles": {**profile, "transactionId": local}}
-        return payload
 
     async def authorize(self, id_tag: str) -> dict[str, Any] | None:
         """Ask the cloud about a tag while connected: its idTagInfo / idTokenInfo, or None
@@ -319,7 +301,7 @@ class Upstream:
 
     async def _deliver(self, ws: Any, record: OutboxRecord) -> None:
         data = orjson.loads(record.data)
-        message = await self._message(record, data)
+        message = await self._upstream_message(record, data)
         if message is None:  # nothing the cloud takes as a CALL: let it go
             await self.store.ack(record.id)
             return
@@ -359,6 +341,13 @@ class Upstream:
         self.delivered += 1
         self.on_delivered(1)
 
+    async def _upstream_message(
+        self, record: OutboxRecord, data: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        return await messages.upstream(
+            record, data, self.link.version, self._connected_at, self.store.cloud_tx
+        )
+
     async def _refused(self, status: str, action: str, transaction: Any) -> None:
         """The cloud refused the session's idTag: stop it (StopTransactionOnInvalidId)."""
         log.warning("uplink.ocpp.id_refused", station=self.link.id, status=status)
@@ -368,83 +357,6 @@ class Upstream:
         payload = {key: transaction if action == "RemoteStopTransaction" else str(transaction)}
         with contextlib.suppress(Exception):  # already over, or the charger is away
             await self.forward(self.link.id, action, payload)
-
-    async def _message(
-        self, record: OutboxRecord, data: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]] | None:
-        """The CALL that carries a record up, with ids mapped; None if none does."""
-        if record.type in SKIPPED:
-            return None
-        raw = data.get("raw")
-        if not isinstance(raw, dict):
-            return None
-        if record.type == "station.status":
-            # only what changed while connected; the state at connect went up already
-            return ("StatusNotification", raw) if record.time >= self._connected_at else None
-        action = data.get("action")
-        if isinstance(action, str) and action in _forwarded(self.link.version):
-            # The charger's notifications (security events, firmware and log status,
-            # reports, DataTransfer...) go up as it sent them; the cloud's answer is only
-            # an acknowledgement, the charger was answered here.
-            return action, raw
-        if self.v16:
-            return await self._message_v16(record.type, data, raw)
-        if record.type in ("transaction.started", "transaction.updated", "transaction.completed"):
-            if record.time < self._connected_at:
-                raw = {**raw, "offline": True}  # it happened while the cloud was away
-            return "TransactionEvent", raw
-        if record.type == "meter.values":
-            return "MeterValues", raw
-        return None
-
-    async def _message_v16(
-        self, kind: str, data: dict[str, Any], raw: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]] | None:
-        if kind == "transaction.started":
-            return "StartTransaction", raw
-        session = data.get("session_id")
-        cloud = await self.store.cloud_tx(int(session)) if session is not None else None
-        if kind == "meter.values":
-            if "transactionId" in raw:
-                raw = {**raw, "transactionId": cloud} if cloud is not None else _without_tx(raw)
-            return "MeterValues", raw
-        if kind == "transaction.completed":
-            # 1.6 errata: a transaction the central system never gave an id is stopped as -1
-            return "StopTransaction", {**raw, "transactionId": cloud if cloud is not None else -1}
-        return None
-
-
-def _frame(raw: str | bytes) -> list[Any] | None:
-    """An OCPP-J frame: a JSON array of a known type with a string unique id."""
-    try:
-        frame = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if (
-        not isinstance(frame, list)
-        or len(frame) < 3
-        or frame[0] not in (2, 3, 4, 5, 6)
-        or not isinstance(frame[1], str)
-    ):
-        return None
-    return frame
-
-
-@functools.cache
-def _forwarded(version: str) -> frozenset[str]:
-    """Actions of journaled notifications that go up as CALLs: those the version defines
-    (a 2.1 SEND such as NotifyPeriodicEventStream is not a CALL and stays local)."""
-    from edge.domain.station import OcppVersion
-    from edge.ocpp.inbound_v2 import NOTIFICATIONS as V2
-    from edge.ocpp.inbound_v16 import NOTIFICATIONS as V16
-
-    names = set(V16 if version == "1.6" else V2)
-    names |= {"DataTransfer", "NotifyEVChargingNeeds", "NotifyEVChargingSchedule"}
-    return frozenset(a for a in names if schemas.has_action(OcppVersion(version), a))
-
-
-def _without_tx(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k != "transactionId"}
 
 
 class OcppUplink:
