@@ -310,7 +310,7 @@ class _Batch:
     over every pending call: per record that cost more CPU than the rest of the uplink.
     Its paho client (`_client`; aiomqtt is pinned to 2.5.x) takes the whole batch, and
     one future waits for the last acknowledgement. aiomqtt's own `on_publish` still runs
-    first, for the publishes that go through aiomqtt (state, results, discovery).
+    for every other publish (state, results, discovery).
     """
 
     def __init__(self, client: aiomqtt.Client) -> None:
@@ -321,9 +321,10 @@ class _Batch:
         original = self._paho.on_publish
 
         def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason, properties)
-            if original is not None:
+            if args[2] in self._waiting:
+                self._acked(args[2])  # one of ours: aiomqtt has nothing pending for it
+            elif original is not None:
                 original(*args)
-            self._acked(args[2])
 
         self._paho.on_publish = on_publish
 
