@@ -62,6 +62,13 @@ class JournalConnection(sqlite3.Connection):
         self.deferred: set[str] | None = None
 
 
+# The next outbox seq of a station ('' for gateway-level records).
+_SET_NEXT_SEQ = (
+    "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
+    " ON CONFLICT (station) DO UPDATE SET next = excluded.next"
+)
+
+
 def forget_counters(conn: sqlite3.Connection) -> None:
     """After a rollback: the cached outbox seqs may be ahead of the database."""
     if isinstance(conn, JournalConnection):
@@ -73,11 +80,7 @@ def forget_counters(conn: sqlite3.Connection) -> None:
 def flush_counters(conn: sqlite3.Connection) -> None:
     """Write the deferred `outbox_seq` counters (inside the transaction, before COMMIT)."""
     if isinstance(conn, JournalConnection) and conn.deferred:
-        conn.executemany(
-            "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
-            " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
-            [(key, conn.outbox_next[key]) for key in conn.deferred],
-        )
+        conn.executemany(_SET_NEXT_SEQ, [(key, conn.outbox_next[key]) for key in conn.deferred])
         conn.deferred.clear()
 
 
@@ -605,11 +608,7 @@ def enqueue(
     if deferred is not None:
         deferred.add(key)
     else:
-        conn.execute(
-            "INSERT INTO outbox_seq (station, next) VALUES (?, ?)"
-            " ON CONFLICT (station) DO UPDATE SET next = excluded.next",
-            (key, seq + 1),
-        )
+        conn.execute(_SET_NEXT_SEQ, (key, seq + 1))
     conn.execute(
         "INSERT INTO outbox (record_id, station, seq, type, time, data, droppable,"
         " session_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

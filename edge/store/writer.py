@@ -164,13 +164,19 @@ class Store:
     def _commit(self, batch: list[_Op]) -> None:
         started = time.perf_counter()
         self._batch_now = _now()  # one clock reading per group commit
-        outcomes, enqueued = self._execute(batch)
+        outcomes = self._execute(batch)
         if self.on_commit is not None:
             try:
                 self.on_commit(len(batch), time.perf_counter() - started)
             except Exception:  # metrics must never stop the writer
                 log.exception("store.on_commit.failed")
         self._wake(batch, outcomes)
+        # Every journaled event that is not a duplicate added one outbox record.
+        enqueued = sum(
+            1
+            for ok, value in outcomes
+            if ok and isinstance(value, Recorded) and not value.duplicate
+        )
         if self._cap.added(enqueued):
             self._enforce_cap()
 
@@ -183,8 +189,8 @@ class Store:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, settled)
 
-    def _execute(self, batch: list[_Op]) -> tuple[list[tuple[bool, Any]], int]:
-        """Run the batch in one transaction; (ok, result or exception) per op, records added.
+    def _execute(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
+        """Run the batch in one transaction; (ok, result or exception) per op.
 
         First without a SAVEPOINT per op and with the outbox counters written once per
         station (the common case: nothing fails, three statements per meter value instead
@@ -204,26 +210,19 @@ class Store:
                 conn.deferred = None
         return self._execute_guarded(batch)
 
-    def _execute_unguarded(self, batch: list[_Op]) -> tuple[list[tuple[bool, Any]], int]:
+    def _execute_unguarded(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
         conn = self._conn
         if isinstance(conn, journal.JournalConnection):
             conn.deferred = set()
         conn.execute("BEGIN IMMEDIATE")
-        outcomes: list[tuple[bool, Any]] = []
-        enqueued = 0
-        for fn, _fut, _loop in batch:
-            result = fn(conn)
-            outcomes.append((True, result))
-            if isinstance(result, Recorded) and not result.duplicate:
-                enqueued += 1
+        outcomes = [(True, fn(conn)) for fn, _fut, _loop in batch]
         journal.flush_counters(conn)
         conn.execute("COMMIT")
-        return outcomes, enqueued
+        return outcomes
 
-    def _execute_guarded(self, batch: list[_Op]) -> tuple[list[tuple[bool, Any]], int]:
+    def _execute_guarded(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
         conn = self._conn
         outcomes: list[tuple[bool, Any]] = []
-        enqueued = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _fut, _loop in batch:
@@ -238,9 +237,6 @@ class Store:
                     outcomes.append((False, exc))
                     continue
                 outcomes.append((True, result))
-                # Every journaled event that is not a duplicate added one outbox record.
-                if isinstance(result, Recorded) and not result.duplicate:
-                    enqueued += 1
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             # The transaction itself failed (disk full, I/O error): nobody's write is durable.
@@ -249,8 +245,8 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             journal.forget_counters(conn)
-            return [(False, exc)] * len(batch), 0
-        return outcomes, enqueued
+            return [(False, exc)] * len(batch)
+        return outcomes
 
     def _enforce_cap(self) -> None:
         try:

@@ -175,14 +175,8 @@ class Upstream:
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             elif frame[0] == 2:  # OCPP-J 1.6 §4.2.3: a CALL we cannot read
-                reply = [
-                    4,
-                    frame[1],
-                    "FormationViolation",
-                    "CALL needs an action and a payload",
-                    {},
-                ]
-                await ws.send(orjson.dumps(reply).decode())
+                error = "CALL needs an action and a payload"
+                await _reply(ws, [4, frame[1], "FormationViolation", error, {}])
             else:
                 # A late answer to a CALL that timed out, a 2.1 CALLRESULTERROR about one of
                 # our answers, or a 2.1 SEND: nothing waits for it (OCPP-J 2.1 §4.2.5-6).
@@ -214,8 +208,7 @@ class Upstream:
             reply = [4, unique, exc.code, exc.description[:255], {}]
         except Exception as exc:
             reply = [4, unique, "InternalError", str(exc)[:255], {}]
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await ws.send(orjson.dumps(reply).decode())
+        await _reply(ws, reply)
 
     async def authorize(self, id_tag: str) -> dict[str, Any] | None:
         """Ask the cloud about a tag while connected: its idTagInfo / idTokenInfo, or None
@@ -301,7 +294,9 @@ class Upstream:
 
     async def _deliver(self, ws: Any, record: OutboxRecord) -> None:
         data = orjson.loads(record.data)
-        message = await self._upstream_message(record, data)
+        message = await messages.upstream(
+            record, data, self.link.version, self._connected_at, self.store.cloud_tx
+        )
         if message is None:  # nothing the cloud takes as a CALL: let it go
             await self.store.ack(record.id)
             return
@@ -341,13 +336,6 @@ class Upstream:
         self.delivered += 1
         self.on_delivered(1)
 
-    async def _upstream_message(
-        self, record: OutboxRecord, data: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]] | None:
-        return await messages.upstream(
-            record, data, self.link.version, self._connected_at, self.store.cloud_tx
-        )
-
     async def _refused(self, status: str, action: str, transaction: Any) -> None:
         """The cloud refused the session's idTag: stop it (StopTransactionOnInvalidId)."""
         log.warning("uplink.ocpp.id_refused", station=self.link.id, status=status)
@@ -357,6 +345,12 @@ class Upstream:
         payload = {key: transaction if action == "RemoteStopTransaction" else str(transaction)}
         with contextlib.suppress(Exception):  # already over, or the charger is away
             await self.forward(self.link.id, action, payload)
+
+
+async def _reply(ws: Any, frame: list[Any]) -> None:
+    """Answer a cloud CALL; a closed socket ends the connection elsewhere."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await ws.send(orjson.dumps(frame).decode())
 
 
 class OcppUplink:
