@@ -87,27 +87,21 @@ def idle_rss(url: str, pid: int, args: argparse.Namespace, compression: bool) ->
     return round((after - before) / int(args.stations), 1)
 
 
+def start_server(script: str) -> tuple[subprocess.Popen[str], str]:
+    """Spawn a bench server script on a free port; it prints a line once it listens."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [PY, str(HERE / script), "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc, f"ws://127.0.0.1:{port}/ocpp"
+
+
 def start_baseline(compression: bool = True) -> tuple[subprocess.Popen[str], str]:
     """Spawn the ocpp-library baseline; websockets' default offers deflate, so the
     generator alone decides whether it is negotiated."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [PY, str(HERE / "baseline_csms.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    return proc, f"ws://127.0.0.1:{port}/ocpp"
-
-
-def start_floor() -> tuple[subprocess.Popen[str], str]:
-    """Spawn the websocket-layer floor (bench/echo_csms.py)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [PY, str(HERE / "echo_csms.py"), "--port", str(port)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    return proc, f"ws://127.0.0.1:{port}/ocpp"
+    return start_server("baseline_csms.py")
 
 
 def saturated(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -221,7 +215,7 @@ def main() -> None:
         base.terminate()
         base.wait()
     results["baseline"].update(memory(start_baseline, args))
-    floor, floor_url = start_floor()
+    floor, floor_url = start_server("echo_csms.py")  # the websocket layer alone
     try:
         results["floor"] = saturated(floor_url, args)
     finally:

@@ -4,7 +4,6 @@ answer for survives, and one that could not be stored is refused, not acknowledg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -58,6 +57,16 @@ class MeterLoad:
             if answer[0] == 3:
                 self.acked[station].append(value)
 
+    async def kill_9_under_load(self, url: str, proc: DaemonProcess) -> None:
+        """Every station charging against `proc`, then `kill -9` of it mid-stream."""
+        tasks = [asyncio.create_task(self.charge(url, s)) for s in self.stations]
+        await asyncio.wait_for(self.started.wait(), 15)
+        await asyncio.sleep(0.8)
+        proc.kill9()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
 
 async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     db = tmp_path / "edge.sqlite"
@@ -69,15 +78,7 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> N
     stations = ["CP1", "CP2", *STATIONS]
     load = MeterLoad(stations)
     acked, tx_ids = load.acked, load.tx_ids
-    tasks = [asyncio.create_task(load.charge(url, s)) for s in stations]
-    await asyncio.wait_for(load.started.wait(), 15)
-    await asyncio.sleep(0.8)
-    proc.kill9()
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(BaseException):
-            await t
+    await load.kill_9_under_load(url, proc)
 
     total = sum(len(v) for v in acked.values())
     assert total > 100, f"too little load to prove anything ({total} acknowledged)"

@@ -184,14 +184,7 @@ async def test_kill_9_under_load_then_everything_acknowledged_reaches_the_broker
         proc = DaemonProcess(tmp_path / "edge.toml", api)
         try:
             await asyncio.to_thread(proc.wait_ready)
-            url = f"ws://127.0.0.1:{ocpp}/ocpp"
-            tasks = [asyncio.create_task(load.charge(url, s)) for s in stations]
-            await asyncio.wait_for(load.started.wait(), 15)
-            await asyncio.sleep(0.8)
-            proc.kill9()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await load.kill_9_under_load(f"ws://127.0.0.1:{ocpp}/ocpp", proc)
             assert sum(len(v) for v in acked.values()) > 50, "too little load to prove anything"
             # back on the same file: the pump resumes from the outbox
             proc = DaemonProcess(tmp_path / "edge.toml", api)

@@ -46,6 +46,21 @@ def ocpp_uplink_toml(port: int, accept_cards: bool = False) -> str:
     return f'{auth}\n[uplink]\nmode = "ocpp"\n[uplink.ocpp]\nurl = "ws://127.0.0.1:{port}/ocpp"\n'
 
 
+def relative_profile(purpose: str, unit: str, limit: float, **extra: Any) -> dict[str, Any]:
+    """A 1.6 csChargingProfiles of one period from now on (OCPP 1.6 §7.7)."""
+    return {
+        "chargingProfileId": 7,
+        "stackLevel": 1 if purpose == "TxProfile" else 0,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": {
+            "chargingRateUnit": unit,
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
+        },
+        **extra,
+    }
+
+
 def cloud_ids(site: RunningSite) -> set[int]:
     """The cloud's 1.6 transaction ids that edge has mapped to its sessions."""
     with sqlite3.connect(site.db) as db:
@@ -125,17 +140,7 @@ async def test_sessions_made_while_the_cloud_was_down_arrive_in_order_with_its_i
             # a live 1.6 session: the cloud names it by its own id, the charger by ours
             local = int(await chargers[0].start(1, "CARD3"))
             await until(lambda: cloud_ids(site) == {101, 102})
-            profile = {
-                "chargingProfileId": 7,
-                "transactionId": 102,
-                "stackLevel": 1,
-                "chargingProfilePurpose": "TxProfile",
-                "chargingProfileKind": "Relative",
-                "chargingSchedule": {
-                    "chargingRateUnit": "A",
-                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}],
-                },
-            }
+            profile = relative_profile("TxProfile", "A", 10.0, transactionId=102)
             answer = await peer.call(
                 call16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
             )
@@ -231,16 +236,7 @@ async def test_a_cloud_charging_profile_is_a_cap_for_load_balancing(
         await until(lambda: charger.limit_a[1] == 32.0)  # its max, inside 40 - 2
         await until(lambda: bool(cloud.peers.get("CP16")))
         peer = cloud.peer("CP16")
-        profile = {
-            "chargingProfileId": 7,
-            "stackLevel": 0,
-            "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative",
-            "chargingSchedule": {
-                "chargingRateUnit": "W",
-                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6900.0}],
-            },
-        }
+        profile = relative_profile("TxDefaultProfile", "W", 6900.0)
         answer = await peer.call(
             call16.SetChargingProfile(connector_id=1, cs_charging_profiles=profile)
         )
@@ -413,14 +409,7 @@ async def test_kill_9_under_load_then_the_cloud_gets_everything_acknowledged(
         proc = DaemonProcess(tmp_path / "edge.toml", api)
         try:
             await asyncio.to_thread(proc.wait_ready)
-            url = f"ws://127.0.0.1:{ocpp}/ocpp"
-            tasks = [asyncio.create_task(load.charge(url, s)) for s in stations]
-            await asyncio.wait_for(load.started.wait(), 15)
-            await asyncio.sleep(0.8)
-            proc.kill9()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await load.kill_9_under_load(f"ws://127.0.0.1:{ocpp}/ocpp", proc)
             assert sum(len(v) for v in load.acked.values()) > 50, "too little load"
             # back on the same file: each upstream resumes from the outbox
             proc = DaemonProcess(tmp_path / "edge.toml", api)
