@@ -1,8 +1,9 @@
 """The MQTT uplink: the outbox to the broker, commands from it (DESIGN.md §4.4).
 
-A record leaves the outbox only after the broker's PUBACK (QoS 1): aiomqtt's publish
-returns then. A lost connection leaves the rest in the outbox; they go again after the
-reconnect, so the cloud may see a duplicate (same `id`), never a gap. The gateway's
+A record leaves the outbox only after the broker's PUBACK (QoS 1): a batch (`_Batch`)
+returns once every one of its records has one. A lost connection leaves the rest in the
+outbox; they go again after the reconnect, so the cloud may see a duplicate (same `id`),
+never a gap. The gateway's
 status is retained with a last will (`offline`); each station's state is retained and
 republished when it changes. Commands arrive on `commands/{station}/{command}` and are
 answered on `commands/results/{request_id}`.
