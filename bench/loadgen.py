@@ -134,6 +134,21 @@ async def saturate(stations: list[Station], step: Any, seconds: float) -> int:
     return count
 
 
+async def measured(stations: list[Station], step: Any, seconds: float) -> dict[str, float]:
+    """A saturated window, marked on stdout (`{"window": "start"}` / `"end"`) so that the
+    bench can read the server's CPU over exactly that window; the generator's own CPU per
+    message is part of the figures (it shares the machine with the server)."""
+    print(orjson.dumps({"window": "start"}).decode(), flush=True)
+    cpu, wall = time.process_time(), time.perf_counter()
+    count = await saturate(stations, step, seconds)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(orjson.dumps({"window": "end"}).decode(), flush=True)
+    return {
+        "msgs_per_s": round(count / wall, 1),
+        "generator_cpu_us_per_msg": round(cpu / max(count, 1) * 1e6, 1),
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     version = "2.0.1" if args.scenario == "te201" else "1.6"
     stations, boot_s = await fleet(args, version)
@@ -154,10 +169,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         ]
     if args.scenario == "mv16":
         await saturate(stations, lambda i, n: ("MeterValues", meter_16(txs[i], n)), 1.0)  # warm
-        count = await saturate(
-            stations, lambda i, n: ("MeterValues", meter_16(txs[i], n)), args.duration
+        out.update(
+            await measured(
+                stations, lambda i, n: ("MeterValues", meter_16(txs[i], n)), args.duration
+            )
         )
-        out["msgs_per_s"] = round(count / args.duration, 1)
     elif args.scenario == "te201":
         ids = [f"TX{i}" for i in range(len(stations))]
         for st, tx in zip(stations, ids, strict=True):
@@ -169,8 +185,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return "TransactionEvent", event_201(ids[i], seqs[i])
 
         await saturate(stations, step, 1.0)
-        count = await saturate(stations, step, args.duration)
-        out["msgs_per_s"] = round(count / args.duration, 1)
+        out.update(await measured(stations, step, args.duration))
     elif args.scenario == "latency":
         out.update(await open_loop(stations, txs, args.rate, args.duration))
     elif args.scenario == "idle":
