@@ -6,26 +6,19 @@ Every problem is reported at once as (key, message), the key in TOML notation
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import tomllib
 import zoneinfo
-from collections.abc import Iterator
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic.fields import FieldInfo
 
+from edge.config_errors import Problem, file_order, problem
 from edge.config_file import DEFAULT_PATH as DEFAULT_PATH
 from edge.config_file import resolve_path as resolve_path
 from edge.errors import ConfigError
-
-Problem = tuple[str, str]
-
 
 # -- single-value rules --------------------------------------------------------------------
 
@@ -45,12 +38,12 @@ def _station_id(value: str) -> str:
 # The Basic auth password is the station's AuthorizationKey: 16 to 40 characters
 # (OCPP 1.6 Security Whitepaper A00.FR.205/.304; 2.0.1 BasicAuthPassword, errata
 # 2023-12 §2.17.3: minimum 16, maximum 40).
-_PASSWORD_RULE = "16 to 40 characters (OCPP Security Whitepaper AuthorizationKey)"
+PASSWORD_RULE = "16 to 40 characters (OCPP Security Whitepaper AuthorizationKey)"
 
 
 def _password(value: str) -> str:
     if not 16 <= len(value) <= 40:
-        raise ValueError(f"must be {_PASSWORD_RULE} (got {len(value)} characters)")
+        raise ValueError(f"must be {PASSWORD_RULE} (got {len(value)} characters)")
     return value
 
 
@@ -90,8 +83,8 @@ def _websocket_url(value: str) -> str:
     return value
 
 
-def _host_port(listen: str) -> tuple[str, int] | None:
-    # "host:port", "[::1]:8080" for IPv6; None when the text is not of that form.
+def host_port(listen: str) -> tuple[str, int] | None:
+    """Split "host:port" ("[::1]:8080" for IPv6); None when the text is not of that form."""
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
@@ -100,7 +93,7 @@ def _host_port(listen: str) -> tuple[str, int] | None:
 
 
 def _listen(value: str) -> str:
-    if _host_port(value) is None:
+    if host_port(value) is None:
         raise ValueError(f"must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080 (got {value!r})")
     return value
 
@@ -345,367 +338,17 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         problems: list[Problem] = []
     except ValidationError as exc:
         config = None
-        problems = [_problem(err) for err in exc.errors()]
+        problems = [problem(err, Config) for err in exc.errors()]
     # Rules across keys run on the raw tables, so they report even when a model failed.
-    problems.extend(_cross_checks(data))
+    # They read the models' defaults, so their module imports this one: imported here.
+    from edge.config_checks import cross_checks
+
+    problems.extend(cross_checks(data))
     if problems or config is None:
-        raise ConfigError(sorted(problems, key=_file_order), source)
+        raise ConfigError(sorted(problems, key=lambda p: file_order(p, Config)), source)
     return config
 
 
 def example_config_text() -> str:
     """The annotated example config shipped with the package."""
     return resources.files("edge.data").joinpath("edge.example.toml").read_text("utf-8")
-
-
-# -- pydantic errors as (key, message) -----------------------------------------------------
-
-
-def _problem(err: Any) -> Problem:
-    loc: tuple[str | int, ...] = tuple(err["loc"])
-    path, owner, field = _locate(loc)
-    if err["type"] == "extra_forbidden":
-        allowed = ", ".join(owner.model_fields) if owner else ""
-        return _key([*path, loc[-1]]), f"unknown key {loc[-1]!r}; allowed: {allowed}"
-    return _key(path), _message(err, field)
-
-
-def _locate(
-    loc: tuple[str | int, ...],
-) -> tuple[list[str | int], type[BaseModel] | None, FieldInfo | None]:
-    """The TOML path of an error location, the model at its end, and the last field."""
-    owner: type[BaseModel] | None = Config
-    field: FieldInfo | None = None
-    path: list[str | int] = []
-    for part in loc:
-        if isinstance(part, int):
-            path.append(part)
-        elif owner is not None and part in owner.model_fields:
-            field = owner.model_fields[part]
-            path.append(part)
-            owner = _model_in(field.annotation)
-        # Any other part names a union member ("float", "function-after[...]"), not a key.
-    return path, owner, field
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if get_origin(annotation) is None and isinstance(annotation, type):
-        return annotation if issubclass(annotation, BaseModel) else None
-    return next((m for a in get_args(annotation) if (m := _model_in(a)) is not None), None)
-
-
-def _literal_in(annotation: Any) -> tuple[Any, ...]:
-    if get_origin(annotation) is Literal:
-        return get_args(annotation)
-    return next((c for a in get_args(annotation) if (c := _literal_in(a))), ())
-
-
-def _key(path: list[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-
-
-_TYPE_MESSAGES = {
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "bool_type": "must be true or false",
-    "string_type": "must be a string (in quotes)",
-    "list_type": "must be an array",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-    "dict_type": "must be a table",
-    "datetime_type": "must be a date and time such as 2027-12-31T23:59:59Z",
-}
-
-
-def _message(err: Any, field: FieldInfo | None) -> str:
-    kind, got = err["type"], err.get("input")
-    choices = _literal_in(field.annotation) if field else ()
-    if kind == "missing":
-        return "required" + (f"; one of: {_listing(choices)}" if choices else "")
-    if kind == "value_error":
-        return str(err["ctx"]["error"])
-    if kind == "literal_error":
-        return f"must be one of: {_listing(choices)} (got {got!r})"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bounds = _bounds(field)
-        if bounds == "must be ":  # the constraint sits inside an optional: name the one hit
-            ctx = err.get("ctx", {})
-            words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
-            bounds += " and ".join(f"{w} {_number(ctx[k])}" for k, w in words.items() if k in ctx)
-        return f"{bounds} (got {got!r})"
-    if kind in ("string_too_short", "too_short"):
-        shortest = err["ctx"]["min_length"]
-        return (
-            "must not be empty" if shortest == 1 else f"must have at least {shortest} (got {got!r})"
-        )
-    if kind == "string_too_long":
-        return f"must be at most {err['ctx']['max_length']} characters (got {len(got)})"
-    if kind in _TYPE_MESSAGES:
-        return f"{_TYPE_MESSAGES[kind]} (got {got!r})"
-    text = str(err["msg"])
-    return f"{text[0].lower()}{text[1:]}"
-
-
-def _listing(values: tuple[Any, ...]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def _bounds(field: FieldInfo | None) -> str:
-    """The allowed range of a field from its ge/gt/le/lt constraints, as a sentence."""
-    limits = {type(m): m for m in (field.metadata if field else ())}
-    ge, gt, le, lt = (limits.get(t) for t in (Ge, Gt, Le, Lt))
-    if isinstance(ge, Ge) and isinstance(le, Le):
-        return f"must be between {_number(ge.ge)} and {_number(le.le)}"
-    parts = [
-        f"at least {_number(ge.ge)}" if isinstance(ge, Ge) else "",
-        f"greater than {_number(gt.gt)}" if isinstance(gt, Gt) else "",
-        f"at most {_number(le.le)}" if isinstance(le, Le) else "",
-        f"less than {_number(lt.lt)}" if isinstance(lt, Lt) else "",
-    ]
-    return "must be " + " and ".join(p for p in parts if p)
-
-
-def _number(value: Any) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _file_order(problem: Problem) -> tuple[int, int]:
-    """Sort key: sections in model order, then list index; stable within one entry."""
-    match = re.match(r"(\w+)(?:\[(\d+)\])?", problem[0])
-    sections = list(Config.model_fields)
-    if match is None or match[1] not in sections:
-        return -1, 0  # "(syntax)", "(file)" and unknown sections lead
-    return sections.index(match[1]), int(match[2] or 0)
-
-
-# -- rules across keys ---------------------------------------------------------------------
-
-
-def _cross_checks(data: dict[str, Any]) -> list[Problem]:
-    """Rules that span keys, with each key's default when it is absent."""
-    return [
-        *_duplicates(_tables(data, "stations"), "stations", "id"),
-        *_duplicates(_tables(data, "meters"), "meters", "id"),
-        *_duplicates(_tables(_table(data, "auth"), "tags"), "auth.tags", "id_tag"),
-        *_security_checks(data),
-        *_api_checks(_table(data, "api")),
-        *_meter_checks(_tables(data, "meters")),
-        *_load_checks(_table(data, "load")),
-        *_duplicates(_tables(data, "circuits"), "circuits", "id"),
-        *_circuit_checks(data),
-        *_charger_profile_checks(_tables(data, "stations")),
-        *_uplink_checks(_table(data, "uplink")),
-    ]
-
-
-def _table(data: Any, key: str) -> dict[str, Any]:
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _tables(data: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
-    items = data.get(key)
-    if not isinstance(items, list):
-        return []
-    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
-
-
-def _get(table: dict[str, Any], model: type[Section], name: str) -> Any:
-    """The raw value of a key, or the model's default when the key is absent."""
-    return table.get(name, model.model_fields[name].default)
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _duplicates(items: list[tuple[int, dict[str, Any]]], key: str, name: str) -> Iterator[Problem]:
-    first: dict[str, int] = {}
-    for i, item in items:
-        value = item.get(name)
-        if isinstance(value, str) and value in first:
-            yield f"{key}[{i}].{name}", f"duplicate {value!r}, already at {key}[{first[value]}]"
-        elif isinstance(value, str):
-            first[value] = i
-
-
-def _security_checks(data: dict[str, Any]) -> Iterator[Problem]:
-    """What each profile needs (OCPP 1.6 Security Whitepaper; OCPP 2.0.1 Part 2 A00)."""
-    ocpp = _table(data, "ocpp")
-    profile = _get(ocpp, OcppConfig, "security_profile")
-    if type(profile) is not int:
-        return  # reported by the model
-    basic = f"required with ocpp.security_profile = {profile} (HTTP Basic auth, user = station id)"
-    for i, station in _tables(data, "stations"):
-        if profile in (1, 2) and "password" not in station:
-            yield f"stations[{i}].password", f"{basic}: {_PASSWORD_RULE}"
-    needs = {"tls_cert": "the server certificate chain (PEM)", "tls_key": "its private key (PEM)"}
-    if profile == 3:
-        needs["tls_ca"] = "the CA certificate (PEM) that signed the chargers' client certificates"
-    for key, what in needs.items():
-        if profile >= 2 and not ocpp.get(key):
-            yield f"ocpp.{key}", f"required with ocpp.security_profile = {profile}: {what}"
-
-
-def _api_checks(api: dict[str, Any]) -> Iterator[Problem]:
-    listen = _get(api, ApiConfig, "listen")
-    parsed = _host_port(listen) if isinstance(listen, str) else None
-    if parsed is not None and not _is_loopback(parsed[0]) and not api.get("token"):
-        yield "api.token", f"required when api.listen is not on loopback (got {listen!r})"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
-
-
-def _meter_checks(meters: list[tuple[int, dict[str, Any]]]) -> Iterator[Problem]:
-    buses: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
-    for i, meter in meters:
-        transport = _get(meter, MeterConfig, "transport")
-        if transport in ("tcp", "rtu-over-tcp") and not meter.get("host"):
-            yield f"meters[{i}].host", f"required for transport {transport!r}, e.g. 192.0.2.10"
-        if transport == "rtu" and not meter.get("device"):
-            yield f"meters[{i}].device", "required for transport 'rtu', e.g. /dev/ttyUSB0"
-        if isinstance(meter.get("profile"), str):
-            yield from _profile_check(i, meter["profile"])
-        bus = _bus_key(meter, transport)
-        unit = _get(meter, MeterConfig, "unit")
-        if bus is None:
-            continue
-        if (*bus, unit) in buses:
-            j = buses[(*bus, unit)][0]
-            yield f"meters[{i}].unit", f"unit {unit} on this bus is already meters[{j}]"
-        else:
-            buses[(*bus, unit)] = (i, meter)
-        yield from _line_settings(i, meter, bus, buses)
-
-
-def _bus_key(meter: dict[str, Any], transport: Any) -> tuple[Any, ...] | None:
-    if transport == "rtu":
-        return ("rtu", meter["device"]) if meter.get("device") else None
-    if meter.get("host"):
-        return (transport, meter["host"], _get(meter, MeterConfig, "port"))
-    return None
-
-
-def _line_settings(
-    i: int,
-    meter: dict[str, Any],
-    bus: tuple[Any, ...],
-    seen: dict[tuple[Any, ...], tuple[int, dict[str, Any]]],
-) -> Iterator[Problem]:
-    """Meters on one RS-485 line must agree on its settings: one client serves them all."""
-    if bus[0] != "rtu":
-        return
-    for key, (j, other) in seen.items():
-        if key[: len(bus)] != bus or j >= i:
-            continue
-        for name in ("baudrate", "parity", "stopbits"):
-            mine, theirs = _get(meter, MeterConfig, name), _get(other, MeterConfig, name)
-            if mine != theirs:
-                yield (
-                    f"meters[{i}].{name}",
-                    f"{mine!r} differs from meters[{j}] ({theirs!r}) on the same line {bus[1]}",
-                )
-        return
-
-
-def _profile_check(i: int, name: str) -> Iterator[Problem]:
-    # Imported here: the profile loader is only needed when meters are configured.
-    from edge.modbus.profile import ProfileError, load_profile
-
-    try:
-        load_profile(name)
-    except ProfileError as exc:
-        key, msg = exc.problems[0]
-        if key == "profile":
-            yield f"meters[{i}].profile", msg
-        else:
-            more = f" and {len(exc.problems) - 1} more" if len(exc.problems) > 1 else ""
-            yield (
-                f"meters[{i}].profile",
-                f"{exc.source}: {key}: {msg}{more}; run `edge profiles check {exc.source}`",
-            )
-
-
-def _load_checks(load: dict[str, Any]) -> Iterator[Problem]:
-    limit = _float(load.get("grid_limit_a"))
-    if limit is None or limit <= 0:
-        return  # no load management, or reported by the model
-    margin = _float(_get(load, LoadConfig, "margin_a"))
-    if margin is not None and margin >= limit:
-        yield "load.margin_a", f"must be below load.grid_limit_a = {limit:g} (got {margin:g})"
-    failsafe = _float(_get(load, LoadConfig, "failsafe_current_a"))
-    if failsafe is not None and failsafe > limit:
-        yield (
-            "load.failsafe_current_a",
-            f"must not exceed load.grid_limit_a = {limit:g} (got {failsafe:g})",
-        )
-
-
-def _uplink_checks(uplink: dict[str, Any]) -> Iterator[Problem]:
-    mode = _get(uplink, UplinkConfig, "mode")
-    if mode == "ocpp" and not _table(uplink, "ocpp").get("url"):
-        yield "uplink.ocpp.url", "required when uplink.mode = 'ocpp' (ws:// or wss:// URL)"
-    if mode == "mqtt" and not _table(uplink, "mqtt").get("host"):
-        yield "uplink.mqtt.host", "required when uplink.mode = 'mqtt' (the broker's host name)"
-
-
-def _circuit_checks(data: dict[str, Any]) -> Iterator[Problem]:
-    """Parents exist and form a tree; stations and meters exist; a station on one circuit."""
-    circuits = _tables(data, "circuits")
-    ids = {c.get("id") for _, c in circuits}
-    stations = {s.get("id") for _, s in _tables(data, "stations")}
-    meters = {m.get("id") for _, m in _tables(data, "meters")}
-    parents = {c.get("id"): c.get("parent") for _, c in circuits}
-    placed: dict[str, int] = {}
-    for i, circuit in circuits:
-        parent = circuit.get("parent")
-        if parent is not None and parent not in ids:
-            yield f"circuits[{i}].parent", f"no circuit {parent!r}; known: {sorted(map(str, ids))}"
-        elif parent is not None and _cycles(circuit.get("id"), parents):
-            yield f"circuits[{i}].parent", f"{parent!r} leads back to {circuit.get('id')!r}"
-        meter = circuit.get("meter")
-        if meter is not None and meter not in meters:
-            yield f"circuits[{i}].meter", f"no [[meters]] entry with id {meter!r}"
-        names = circuit.get("stations", [])
-        for j, station in enumerate(names if isinstance(names, list) else []):
-            key = f"circuits[{i}].stations[{j}]"
-            if station not in stations:
-                yield key, f"no [[stations]] entry with id {station!r}"
-            elif station in placed:
-                yield key, f"{station!r} is already on circuits[{placed[station]}]"
-            else:
-                placed[station] = i
-
-
-def _cycles(start: Any, parents: dict[Any, Any]) -> bool:
-    seen, node = set(), parents.get(start)
-    while node is not None and node not in seen:
-        if node == start:
-            return True
-        seen.add(node)
-        node = parents.get(node)
-    return False
-
-
-def _charger_profile_checks(stations: list[tuple[int, dict[str, Any]]]) -> Iterator[Problem]:
-    # Imported here: charger profiles are only read when a station names one.
-    from edge.ocpp.charger_profile import ChargerProfileError, load
-
-    for i, station in stations:
-        name = station.get("profile")
-        if not isinstance(name, str):
-            continue
-        try:
-            load(name)
-        except ChargerProfileError as exc:
-            key, msg = exc.problems[0]
-            yield (
-                f"stations[{i}].profile",
-                msg if key == "profile" else f"{exc.source}: {key}: {msg}",
-            )
