@@ -33,8 +33,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from edge.sim.charger import Profile, SimCharger, SimStation, parse_period, parse_profile
+from edge.sim.charger import SimCharger, SimStation
 from edge.sim.fleet import fleet_stations, run_fleet
+from edge.sim.profiles import Profile, parse_period, parse_profile
 from tests.conftest import RunningSite
 
 Payload = dict[str, Any]

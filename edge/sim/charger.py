@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,15 +22,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from edge.domain.units import iso_utc, parse_time
+from edge.domain.units import iso_utc
+from edge.sim.profiles import VOLTS, Period, Profile, parse_profile, prevailing
+from edge.sim.settings import MAX_STACK_LEVEL, Setting, v2_settings, v16_settings
 from edge.sim.wire import Answer, CallFailed, Link, Payload
 
 __all__ = ["CallFailed", "Connector", "Profile", "SimCharger", "SimStation"]
 
-VOLTS = 230.0  # OCPP 1.6 §3.13.3: W limits convert with the set voltage of the area
 BATTERY_WH = 60_000.0
 MIN_V2G_SOC = 20.0  # the car keeps this much for driving
-MAX_STACK_LEVEL = 8
 STEP_S = 0.05  # pause between the steps of a simulated firmware update or upload
 
 # Commands of one version only; every `_on_<Action>` handler serves the others for both.
@@ -115,188 +115,6 @@ class Connector:
     remote_start_id: int | None = None
     discharge_a: float = 0.0  # a discharge the car asks for itself (A per phase)
     status: str = "Available"  # last status reported
-
-
-# -- charging profiles ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """One schedule period in A per phase; setpoint < 0 asks for discharge (OCPP 2.1 §Q)."""
-
-    start_s: float
-    limit_a: float | None
-    setpoint_a: float | None = None
-    discharge_limit_a: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A charging profile as installed, either version."""
-
-    id: int
-    connector: int
-    purpose: str
-    stack_level: int
-    kind: str
-    periods: tuple[Period, ...]
-    start: datetime | None = None
-    duration_s: float | None = None
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    recurrency: str | None = None
-    transaction: str | None = None
-
-    def period_at(self, now: datetime, tx_started: datetime | None) -> Period | None:
-        """The period in force at `now`, or None when the profile is not (OCPP 1.6 §3.13.2)."""
-        if (self.valid_from and now < self.valid_from) or (self.valid_to and now >= self.valid_to):
-            return None
-        origin = self.start if self.kind != "Relative" else tx_started
-        elapsed = (now - origin).total_seconds() if origin else 0.0
-        if self.kind == "Recurring" and elapsed >= 0:
-            elapsed %= 604800 if self.recurrency == "Weekly" else 86400
-        if elapsed < 0 or (self.duration_s is not None and elapsed >= self.duration_s):
-            return None
-        found = None
-        for p in self.periods:
-            if p.start_s <= elapsed:
-                found = p
-        return found
-
-
-def _amps(value: Any, unit: str, phases: int) -> float | None:
-    if value is None:
-        return None
-    return float(value) / (VOLTS * phases) if unit == "W" else float(value)
-
-
-def parse_period(raw: Payload, unit: str, phases: int) -> Period:
-    """A 1.6 / 2.x chargingSchedulePeriod in A per phase; W over 230 V times numberPhases."""
-    n = int(raw.get("numberPhases") or phases)
-    limit = _amps(raw.get("limit"), unit, n)
-    setpoint = _amps(raw.get("setpoint"), unit, n)
-    if raw.get("operationMode") == "Idle":
-        limit, setpoint = 0.0, None
-    if limit is not None and limit < 0:
-        # Before 2.1 a negative limit was the common way to ask for discharge.
-        limit, setpoint = 0.0, limit
-    discharge = _amps(raw.get("dischargeLimit"), unit, n)
-    return Period(float(raw["startPeriod"]), limit, setpoint, abs(discharge) if discharge else None)
-
-
-def parse_profile(raw: Payload, connector: int, phases: int) -> Profile:
-    """csChargingProfiles (1.6) or chargingProfile (2.x) as a Profile."""
-    schedule = raw["chargingSchedule"]
-    if isinstance(schedule, list):  # 2.x: up to three schedules; the first one rules here
-        schedule = schedule[0]
-    unit = schedule["chargingRateUnit"]
-    start = schedule.get("startSchedule")
-    return Profile(
-        id=int(raw["chargingProfileId"] if "chargingProfileId" in raw else raw["id"]),
-        connector=connector,
-        purpose=raw["chargingProfilePurpose"],
-        stack_level=int(raw["stackLevel"]),
-        kind=raw["chargingProfileKind"],
-        periods=tuple(parse_period(p, unit, phases) for p in schedule["chargingSchedulePeriod"]),
-        start=parse_time(start) if start else None,
-        duration_s=schedule.get("duration"),
-        valid_from=parse_time(raw["validFrom"]) if raw.get("validFrom") else None,
-        valid_to=parse_time(raw["validTo"]) if raw.get("validTo") else None,
-        recurrency=raw.get("recurrencyKind"),
-        transaction=str(raw["transactionId"]) if raw.get("transactionId") is not None else None,
-    )
-
-
-def prevailing(
-    profiles: Iterable[Profile], now: datetime, tx_started: datetime | None
-) -> Period | None:
-    """The period of the highest stack level in force (OCPP 1.6 §3.13.2 stacking)."""
-    best: tuple[int, Period] | None = None
-    for p in profiles:
-        period = p.period_at(now, tx_started)
-        if period is not None and (best is None or p.stack_level > best[0]):
-            best = (p.stack_level, period)
-    return best[1] if best else None
-
-
-# -- device settings -----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Setting:
-    """One configuration key (1.6) or Component.Variable (2.x)."""
-
-    value: str
-    readonly: bool = False
-    kind: str = "str"  # int | bool | str
-
-    def accepts(self, value: str) -> bool:
-        """Whether `value` fits this setting's type."""
-        if self.kind == "int":
-            return value.isdigit()
-        if self.kind == "bool":
-            return value.lower() in ("true", "false")
-        return len(value) <= 500
-
-
-def v16_settings(cfg: SimStation) -> dict[str, Setting]:
-    """A realistic OCPP 1.6 key store (OCPP 1.6 §9.1 core, §9.4 smart charging keys)."""
-    measurands = "Energy.Active.Import.Register,Current.Import,Power.Active.Import,SoC"
-    return {
-        "AuthorizeRemoteTxRequests": Setting("false", kind="bool"),
-        "ChargeProfileMaxStackLevel": Setting(str(MAX_STACK_LEVEL), True, "int"),
-        "ChargingScheduleAllowedChargingRateUnit": Setting("Current,Power", True),
-        "ChargingScheduleMaxPeriods": Setting("24", True, "int"),
-        "ClockAlignedDataInterval": Setting("0", kind="int"),
-        "ConnectionTimeOut": Setting("60", kind="int"),
-        "GetConfigurationMaxKeys": Setting("50", True, "int"),
-        "HeartbeatInterval": Setting("300", kind="int"),
-        "LocalAuthListEnabled": Setting("true", kind="bool"),
-        "LocalAuthListMaxLength": Setting("1000", True, "int"),
-        "LocalAuthorizeOffline": Setting("true", kind="bool"),
-        "LocalPreAuthorize": Setting("false", kind="bool"),
-        "MaxChargingProfilesInstalled": Setting("10", True, "int"),
-        "MeterValueSampleInterval": Setting(str(int(cfg.meter_interval_s)), kind="int"),
-        "MeterValuesSampledData": Setting(measurands),
-        "NumberOfConnectors": Setting(str(cfg.connectors), True, "int"),
-        "ResetRetries": Setting("3", kind="int"),
-        "SendLocalListMaxLength": Setting("100", True, "int"),
-        "StopTransactionOnEVSideDisconnect": Setting("true", kind="bool"),
-        "StopTransactionOnInvalidId": Setting("true", kind="bool"),
-        "SupportedFeatureProfiles": Setting(
-            "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging", True
-        ),
-        "TransactionMessageAttempts": Setting("3", kind="int"),
-        "TransactionMessageRetryInterval": Setting("60", kind="int"),
-        "UnlockConnectorOnEVSideDisconnect": Setting("true", kind="bool"),
-        "WebSocketPingInterval": Setting("20", kind="int"),
-    }
-
-
-def v2_settings(cfg: SimStation) -> dict[str, Setting]:
-    """A small OCPP 2.x device model, keyed "Component.Variable" (2.0.1 appendices §3)."""
-    model = {
-        "OCPPCommCtrlr.HeartbeatInterval": Setting("300", kind="int"),
-        "OCPPCommCtrlr.WebSocketPingInterval": Setting("20", kind="int"),
-        "SampledDataCtrlr.TxUpdatedInterval": Setting(str(int(cfg.meter_interval_s)), kind="int"),
-        "SampledDataCtrlr.TxEndedInterval": Setting("0", kind="int"),
-        "SampledDataCtrlr.TxUpdatedMeasurands": Setting(
-            "Energy.Active.Import.Register,Current.Import,Power.Active.Import,SoC"
-        ),
-        "AuthCtrlr.AuthorizeRemoteStart": Setting("false", kind="bool"),
-        "AuthCtrlr.LocalAuthorizeOffline": Setting("true", kind="bool"),
-        "LocalAuthListCtrlr.Enabled": Setting("true", kind="bool"),
-        "SmartChargingCtrlr.Enabled": Setting("true", True, "bool"),
-        "SmartChargingCtrlr.RateUnit": Setting("A,W", True),
-        "SmartChargingCtrlr.ProfileStackLevel": Setting(str(MAX_STACK_LEVEL), True, "int"),
-        "ChargingStation.SupplyPhases": Setting(str(cfg.phases), True, "int"),
-        "SecurityCtrlr.SecurityProfile": Setting("2" if cfg.password else "1", True, "int"),
-    }
-    if cfg.v2g and cfg.version == "2.1":
-        model["V2XChargingCtrlr.SupportedOperationModes"] = Setting(
-            "ChargingOnly,CentralSetpoint", True
-        )
-    return model
 
 
 # Settings whose value the simulator acts on: (1.6 key, 2.x Component.Variable).
