@@ -90,6 +90,22 @@ V201: list[tuple[str, dict[str, Any], str]] = [
         "ev.charging_schedule",
     ),
     ("DataTransfer", {"vendorId": "acme"}, "data.transfer"),
+    (
+        "NotifyChargingLimit",
+        {
+            "evseId": 1,
+            "chargingLimit": {"chargingLimitSource": "EMS", "isGridCritical": True},
+            "chargingSchedule": [
+                {
+                    "id": 7,
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}],
+                }
+            ],
+        },
+        "charging_limit.set",
+    ),
+    ("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1}, "charging_limit.cleared"),
 ]
 
 

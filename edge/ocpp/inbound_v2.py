@@ -34,6 +34,11 @@ NOTIFICATIONS = {
     "FirmwareStatusNotification": "firmware.status",
     "LogStatusNotification": "log.status",
     "SecurityEventNotification": "security.event",
+    # OCPP 2.0.1 K12 / K13: a limit from a source other than this CSMS (an EMS, the grid
+    # operator) was set on or cleared from the charger. Kept and forwarded; the balancer
+    # sees its effect in the charger's own meter values.
+    "NotifyChargingLimit": "charging_limit.set",
+    "ClearedChargingLimit": "charging_limit.cleared",
 }
 
 
