@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.domain.auth import AuthEntry, AuthStatus
@@ -16,8 +16,10 @@ from edge.service.meters import MeterService
 from edge.service.site import SiteService
 from edge.store import auth as auth_store
 from edge.store import outbox, queries
-from edge.uplink.mqtt import MqttUplink
 from edge.uplink.ocpp_up import OcppUplink
+
+if TYPE_CHECKING:
+    from edge.uplink.mqtt import MqttUplink
 
 
 class DaemonBackend:

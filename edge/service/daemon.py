@@ -12,7 +12,7 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -35,9 +35,11 @@ from edge.store import auth as auth_store
 from edge.store import journal, outbox, queries, retention
 from edge.store.outbox import OutboxRecord
 from edge.store.writer import Store
-from edge.uplink.mqtt import BrokerSettings, MqttUplink, store_access
 from edge.uplink.ocpp_up import OcppUplink, StationLink
 from edge.uplink.ocpp_up import Store as UplinkStore
+
+if TYPE_CHECKING:
+    from edge.uplink.mqtt import MqttUplink
 
 log = structlog.get_logger("edge.daemon")
 
@@ -252,6 +254,9 @@ def uplink_of(
     m = config.uplink.mqtt
     if config.uplink.mode != "mqtt" or not m.host:
         return None
+    # aiomqtt and paho are imported only by a site that uses them (start-up time).
+    from edge.uplink.mqtt import BrokerSettings, MqttUplink, store_access
+
     settings = BrokerSettings(
         m.host,
         m.port,

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -18,12 +18,15 @@ from edge.config import Config, MeterConfig
 from edge.domain.site_meter import MeterHealth, Plausibility, SiteMeterSample, implausible
 from edge.errors import DeviceError
 from edge.metrics import Metrics
-from edge.modbus.bus import Bus, BusError, BusSettings
-from edge.modbus.poller import MeterPoller, MeterReader, ReadFailed
 from edge.modbus.profile import MeterProfile, load_profile
 from edge.state.meters import MeterBoard
 from edge.store.site_meters import record_sample
 from edge.store.writer import Store
+
+if TYPE_CHECKING:
+    # pymodbus costs tens of ms at start-up; a site without [[meters]] never imports it.
+    from edge.modbus.bus import Bus, BusSettings
+    from edge.modbus.poller import MeterPoller, MeterReader
 
 log = structlog.get_logger("edge.meters")
 
@@ -32,6 +35,8 @@ WATCH_S = 1.0  # how often health transitions (stale, frozen) are looked for
 
 def bus_settings(m: MeterConfig) -> BusSettings:
     """The bus a `[[meters]]` entry is on."""
+    from edge.modbus.bus import BusSettings
+
     return BusSettings(
         transport=m.transport,
         host=m.host,
@@ -67,8 +72,25 @@ class MeterService:
         self.buses: dict[tuple[Any, ...], Bus] = {}
         self.readers: dict[str, MeterReader] = {}
         self.pollers: dict[str, MeterPoller] = {}
+        if config.meters:
+            self._add_meters(config, clock, profiles or {})
+        self._journaled: dict[str, datetime] = {}
+        self._health: dict[str, MeterHealth] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writes: set[asyncio.Task[None]] = set()
+        self.listeners: list[Callable[[SiteMeterSample, str], None]] = []  # (sample, role)
+
+    def _add_meters(
+        self,
+        config: Config,
+        clock: Callable[[], datetime],
+        profiles: dict[str, MeterProfile],
+    ) -> None:
+        from edge.modbus.bus import Bus
+        from edge.modbus.poller import MeterPoller, MeterReader
+
         for m in config.meters:
-            profile = (profiles or {}).get(m.profile) or load_profile(m.profile)
+            profile = profiles.get(m.profile) or load_profile(m.profile)
             settings = bus_settings(m)
             bus = self.buses.setdefault(settings.key, Bus(settings))
             reader = MeterReader(m.id, profile, bus, m.unit)
@@ -76,11 +98,6 @@ class MeterService:
             self.pollers[m.id] = MeterPoller(
                 reader, m.interval_s, self._on_sample, self.board.failed, clock
             )
-        self._journaled: dict[str, datetime] = {}
-        self._health: dict[str, MeterHealth] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._writes: set[asyncio.Task[None]] = set()
-        self.listeners: list[Callable[[SiteMeterSample, str], None]] = []  # (sample, role)
 
     def start(self) -> None:
         """Start polling every meter, and watching their health."""
@@ -180,6 +197,9 @@ class MeterService:
         m = self.config[meter_id]
         before = self.board.tracks[meter_id].sample
         started = asyncio.get_running_loop().time()
+        from edge.modbus.bus import BusError
+        from edge.modbus.poller import ReadFailed
+
         try:
             values = await reader.read_once()
         except (BusError, ReadFailed) as exc:
