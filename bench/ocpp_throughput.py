@@ -65,17 +65,19 @@ def loadgen(
     ]
     if extra.get("compression"):
         cmd.append("--compression")
-    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert gen.stdout is not None and gen.stderr is not None
-    marks: dict[str, tuple[float, float]] = {}
-    last = ""
-    for line in gen.stdout:
-        last = line
-        if server is not None and line.startswith('{"window"'):
-            marks[json.loads(line)["window"]] = (cpu_s(server), time.perf_counter())
-    err = gen.stderr.read()
-    if gen.wait(600) != 0:
-        raise RuntimeError(f"loadgen {scenario} failed: {err[-2000:]}")
+    # stderr to a file: a pipe nobody reads while stdout is followed could fill and stall.
+    with tempfile.TemporaryFile("w+") as errors:
+        gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert gen.stdout is not None
+        marks: dict[str, tuple[float, float]] = {}
+        last = ""
+        for line in gen.stdout:
+            last = line
+            if server is not None and line.startswith('{"window"'):
+                marks[json.loads(line)["window"]] = (cpu_s(server), time.perf_counter())
+        if gen.wait(600) != 0:
+            errors.seek(0)
+            raise RuntimeError(f"loadgen {scenario} failed: {errors.read()[-2000:]}")
     figures: dict[str, Any] = json.loads(last)
     if "start" in marks and "end" in marks:
         cores = (marks["end"][0] - marks["start"][0]) / (marks["end"][1] - marks["start"][1])
