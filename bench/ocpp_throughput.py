@@ -12,6 +12,7 @@ Targets come from the issue; they are reported, never asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,9 +40,15 @@ def rss_kb(pid: int) -> int:
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) a process has used so far."""
+    """CPU seconds (user + system, every thread) a process and its live children have
+    used so far (bench/parts_csms.py serves from worker processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # ended meanwhile
+                total += cpu_s(int(child))
+    return total
 
 
 def loadgen(
@@ -113,11 +120,11 @@ def idle_rss(url: str, pid: int, args: argparse.Namespace, compression: bool) ->
     return round((after - before) / int(args.stations), 1)
 
 
-def start_server(script: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(script: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """Spawn a bench server script on a free port; it prints a line once it listens."""
     port = free_port()
     proc = subprocess.Popen(
-        [PY, str(HERE / script), "--port", str(port)], stdout=subprocess.PIPE, text=True
+        [PY, str(HERE / script), "--port", str(port), *extra], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     proc.stdout.readline()
@@ -250,12 +257,19 @@ def main() -> None:
         base.terminate()
         base.wait()
     results["baseline"].update(memory(start_baseline, args))
-    floor, floor_url = start_server("echo_csms.py")  # the websocket layer alone
-    try:
-        results["floor"] = saturated(floor_url, args, floor.pid)
-    finally:
-        floor.terminate()
-        floor.wait()
+    # References on the same machine and load: the websocket layer alone, and the parts
+    # every conforming server needs (validation, a durable journal) with nothing else.
+    for key, script, extra in (
+        ("floor", "echo_csms.py", ()),
+        ("parts", "parts_csms.py", ("--workers", "1")),
+        ("parts2", "parts_csms.py", ("--workers", "2")),
+    ):
+        ref, ref_url = start_server(script, *extra)
+        try:
+            results[key] = saturated(ref_url, args, ref.pid)
+        finally:
+            ref.terminate()
+            ref.wait()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         edge, url, api, ready_s = start_edge(Path(tmp))
         try:
@@ -316,6 +330,12 @@ def report(r: dict[str, Any]) -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(r, indent=2) + "\n")
     b, e, f = r["baseline"], r["edge"], r["floor"]
+    p1, p2 = r["parts"], r["parts2"]
+
+    def ratio(x: dict[str, Any], scenario: str) -> str:
+        key = f"{scenario}_msgs_per_s"
+        return f"{x[key] / max(b[key], 1e-9):.1f}x"
+
     lines = [
         f"Run {r['time']} on {r['machine']['cpus']} x {r['machine']['cpu']}, "
         f"Python {r['machine']['python']}; {r['stations']} stations, "
@@ -344,24 +364,37 @@ def report(r: dict[str, Any]) -> None:
             for t in r["targets"]
         ),
         "",
-        "The floor, same generator and run: `bench/echo_csms.py`, a `websockets` server that "
-        "answers every CALL with a fixed CALLRESULT (no validation, no handler, no "
-        f"persistence), reaches {f['mv16_msgs_per_s']} msg/s with 1.6 MeterValues "
-        f"({f['mv16_msgs_per_s'] / max(b['mv16_msgs_per_s'], 1e-9):.1f}x the baseline) and "
-        f"{f['te201_msgs_per_s']} msg/s with 2.0.1 TransactionEvent "
-        f"({f['te201_msgs_per_s'] / max(b['te201_msgs_per_s'], 1e-9):.1f}x the baseline); edge "
-        f"reaches {e['mv16_msgs_per_s'] / max(f['mv16_msgs_per_s'], 1e-9):.0%} and "
-        f"{e['te201_msgs_per_s'] / max(f['te201_msgs_per_s'], 1e-9):.0%} of it while "
-        "validating and journaling every message.",
+        "Reference servers, same generator and run (msg/s, and the ratio to the baseline): "
+        "`bench/echo_csms.py` is the websocket layer alone (a fixed CALLRESULT: no "
+        "validation, no handler, no persistence); `bench/parts_csms.py` does only what every "
+        "conforming server must (validation against the official schema and a durable "
+        "journal of two rows per message, replies after commit), with no handler and no "
+        "live state, in one process or in two on one port.",
+        "",
+        "| server | 1.6 MeterValues | 2.0.1 TransactionEvent |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {x['mv16_msgs_per_s']} ({ratio(x, 'mv16')}) "
+            f"| {x['te201_msgs_per_s']} ({ratio(x, 'te201')}) |"
+            for name, x in (
+                ("websocket layer alone", f),
+                ("the parts alone, 1 process", p1),
+                ("the parts alone, 2 processes", p2),
+                ("edge", e),
+            )
+        ),
         "",
         "CPU per message over each saturated window (server: every thread, user and system; "
         "generator: its own process):",
         "",
-        "| scenario | baseline server | floor server | edge server | generator (edge run) |",
-        "|---|---|---|---|---|",
+        "| scenario | baseline server | floor server | parts, 1 / 2 processes | edge server "
+        "| generator (edge run) |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {name} | {b[f'{k}_server_us_per_msg']} µs ({b[f'{k}_server_cores']} cores) "
             f"| {f[f'{k}_server_us_per_msg']} µs ({f[f'{k}_server_cores']} cores) "
+            f"| {p1[f'{k}_server_us_per_msg']} / {p2[f'{k}_server_us_per_msg']} µs "
+            f"({p1[f'{k}_server_cores']} / {p2[f'{k}_server_cores']} cores) "
             f"| {e[f'{k}_server_us_per_msg']} µs ({e[f'{k}_server_cores']} cores) "
             f"| {e[f'{k}_generator_us_per_msg']} µs |"
             for k, name in (("mv16", "1.6 MeterValues"), ("te201", "2.0.1 TransactionEvent"))
