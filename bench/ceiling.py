@@ -7,16 +7,15 @@ central system meeting the issue must do for every message:
   asyncio server answering a fixed CALLRESULT: framing, JSON in and out, socket calls);
 - validation: the compiled validator of the official schema that edge uses, run on the
   generator's own payload (the issue: every message validated);
-- a durable journal: two rows per message (the journal row and its outbox record in the
-  same transaction, DESIGN.md §2), inserted with executemany, 500 per fsync'd commit, into
-  tables with no more than one index; edge's real schema does more;
+- a durable journal: bench/parts_csms.py's two rows per message (the journal row and its
+  outbox record in the same transaction, DESIGN.md §2), inserted with executemany, 500 per
+  fsync'd commit, into tables with no more than one index; edge's real schema does more;
 - the generator: its CPU per message, measured in the same run (it shares the machine).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 import orjson
 from loadgen import event_201, meter_16
+from parts_csms import commit, open_journal
 
 from edge.domain.station import OcppVersion
 from edge.ocpp import schemas
@@ -52,34 +52,19 @@ def validation_us(scenario: str, n: int = 20_000) -> float:
 
 
 def journal_us(scenario: str, messages: int = 50_000, per_commit: int = 500) -> float:
-    """CPU µs per message of the least a durable journal with an outbox does."""
+    """CPU µs per message of the least a durable journal with an outbox does (the one
+    bench/parts_csms.py serves with)."""
     _, action, make, _ = SCENARIOS[scenario]
     payloads = [make(n) for n in range(per_commit)]
     with tempfile.TemporaryDirectory(prefix="edge-ceiling-") as tmp:
-        conn = sqlite3.connect(Path(tmp) / "floor.sqlite", isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("CREATE TABLE journal (id INTEGER PRIMARY KEY, station TEXT, data BLOB)")
-        conn.execute(
-            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, station TEXT, seq INTEGER,"
-            " type TEXT, data BLOB)"
-        )
-        conn.execute("CREATE INDEX outbox_station ON outbox (station, id)")
+        conn = open_journal(Path(tmp) / "floor.sqlite")
         started = time.process_time()
         for first in range(0, messages, per_commit):
             rows = [
-                (f"S{(first + i) % 1000:05d}", first + i, orjson.dumps(p))
+                (f"S{(first + i) % 1000:05d}", action, orjson.dumps(p))
                 for i, p in enumerate(payloads)
             ]
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO journal (station, data) VALUES (?, ?)", [(s, d) for s, _, d in rows]
-            )
-            conn.executemany(
-                f"INSERT INTO outbox (station, seq, type, data) VALUES (?, ?, '{action}', ?)",
-                rows,
-            )
-            conn.execute("COMMIT")
+            commit(conn, rows)
         spent = time.process_time() - started
         conn.close()
     return spent / messages * 1e6

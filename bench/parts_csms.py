@@ -44,14 +44,31 @@ ANSWERS: dict[str, dict[str, Any]] = {
 Item = tuple[str, str, bytes, asyncio.Future[None]]
 
 
-def journal(path: Path, items: queue.SimpleQueue[Item], loop: asyncio.AbstractEventLoop) -> None:
-    """The writer thread: every waiting message in one transaction, then their replies."""
+def open_journal(path: Path) -> sqlite3.Connection:
+    """The least durable journal with an outbox (bench/ceiling.py times the same one)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE journal (id INTEGER PRIMARY KEY, station TEXT, data BLOB)")
     conn.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, station TEXT, type TEXT, data BLOB)")
     conn.execute("CREATE INDEX outbox_station ON outbox (station, id)")
+    return conn
+
+
+def commit(conn: sqlite3.Connection, rows: list[tuple[str, str, bytes]]) -> None:
+    """One transaction: each message's (station, action, frame) as a journal row and an
+    outbox record (DESIGN.md §2: both commit together)."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO journal (station, data) VALUES (?, ?)", [(s, d) for s, _, d in rows]
+    )
+    conn.executemany("INSERT INTO outbox (station, type, data) VALUES (?, ?, ?)", rows)
+    conn.execute("COMMIT")
+
+
+def journal(path: Path, items: queue.SimpleQueue[Item], loop: asyncio.AbstractEventLoop) -> None:
+    """The writer thread: every waiting message in one transaction, then their replies."""
+    conn = open_journal(path)
     while True:
         batch = [items.get()]
         while len(batch) < 1000:
@@ -59,15 +76,7 @@ def journal(path: Path, items: queue.SimpleQueue[Item], loop: asyncio.AbstractEv
                 batch.append(items.get_nowait())
             except queue.Empty:
                 break
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO journal (station, data) VALUES (?, ?)", [(s, d) for s, _, d, _ in batch]
-        )
-        conn.executemany(
-            "INSERT INTO outbox (station, type, data) VALUES (?, ?, ?)",
-            [(s, a, d) for s, a, d, _ in batch],
-        )
-        conn.execute("COMMIT")
+        commit(conn, [(s, a, d) for s, a, d, _ in batch])
         loop.call_soon_threadsafe(_release, [fut for *_, fut in batch])
 
 
