@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import fastjsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.domain.station import OcppVersion
 from edge.ocpp import schemas
@@ -197,3 +200,126 @@ def test_warm_skips_actions_a_version_does_not_have() -> None:
     for version in OcppVersion:
         schemas.warm(version, hot)
         schemas.validate_request(version, "Heartbeat", {})
+
+
+# -- the Rust validator and the reference agree ---------------------------------------
+
+SEEDS: list[tuple[OcppVersion, str, dict[str, Any]]] = [
+    (V16, "MeterValues", METER_VALUES_16),
+    (V16, "StatusNotification", {**STATUS_16, "timestamp": "2026-01-01T10:00:00Z"}),
+    (
+        V16,
+        "StopTransaction",
+        {
+            "transactionId": 7,
+            "meterStop": 1200,
+            "timestamp": "2026-01-01T10:00:00Z",
+            "reason": "Local",
+            "transactionData": METER_VALUES_16["meterValue"],
+        },
+    ),
+    (V16, "SetChargingProfile", _profile_16(16, 10)),
+    (V201, "TransactionEvent", TRANSACTION_EVENT_2X),
+    (V21, "TransactionEvent", TRANSACTION_EVENT_2X),
+    (
+        V201,
+        "BootNotification",
+        {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M"}},
+    ),
+]
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=60),
+    st.sampled_from(
+        ["Available", "Wh", "L1", "Local", "2026-01-01T10:00:00Z", "2026-02-30T10:00:00Z", ""]
+    ),
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=6,
+)
+
+
+def _like(value: Any) -> st.SearchStrategy[Any]:
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.integers(min_value=-5, max_value=2**31)
+    if isinstance(value, float):
+        return st.floats(allow_nan=False, allow_infinity=False) | st.integers(-5, 5)
+    if isinstance(value, str):
+        words = ["Wh", "A", "L1", "L4", "Local", "Updated", "Started", "Central", "Remote"]
+        dates = st.from_regex(
+            r"20\d\d-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d(\.\d+)?Z?", fullmatch=True
+        )
+        return st.sampled_from(words) | dates | st.text(min_size=15, max_size=60)
+    return _json
+
+
+def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*path, i))
+    return out
+
+
+@st.composite
+def _mutants(draw: st.DrawFn) -> tuple[OcppVersion, str, Any]:
+    version, action, seed = draw(st.sampled_from(SEEDS))
+    payload = copy.deepcopy(seed)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(payload)))
+        if not path:
+            continue
+        parent = payload
+        for step in path[:-1]:
+            parent = parent[step]
+        how = draw(st.sampled_from(["same type", "replace", "delete", "add"]))
+        if how == "same type":  # near the rules' edges: lengths, ranges, enums, dates
+            parent[path[-1]] = draw(_like(parent[path[-1]]))
+        elif how == "replace":
+            parent[path[-1]] = draw(_json)
+        elif how == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(st.text(max_size=8))] = draw(_json)
+        else:
+            parent.append(draw(_json))
+    return version, action, payload
+
+
+def _reference_accepts(version: OcppVersion, action: str, payload: Any) -> bool:
+    try:
+        schemas._validator(version, action, False).check(payload)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+@pytest.mark.skipif(schemas.jsonschema_rs is None, reason="jsonschema-rs has no wheel here")
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutants())
+def test_the_rust_validator_accepts_exactly_what_the_reference_accepts(
+    case: tuple[OcppVersion, str, Any],
+) -> None:
+    version, action, payload = case
+    validator = schemas._validator(version, action, False)
+    assert schemas._accepts(validator, payload) == _reference_accepts(version, action, payload)
+
+
+def test_a_refused_payload_is_named_by_the_reference_validator() -> None:
+    # The fast path only says no; the CALLERROR still names the rule and the field.
+    payload = copy.deepcopy(TRANSACTION_EVENT_2X)
+    payload["meterValue"][0]["sampledValue"][1]["phase"] = "L4"
+    err = _error(V201, "TransactionEvent", payload)
+    assert err.code == "PropertyConstraintViolation"
+    assert err.details["field"] == "meterValue[0].sampledValue[1].phase"

@@ -3,6 +3,13 @@
 The schemas are the OCA files that the `ocpp` library ships. fastjsonschema turns each
 into Python code on first use (a few ms each, so never all ~390 at import); after that
 a message costs microseconds instead of the library's ~1 ms of jsonschema.
+
+Where jsonschema-rs is installed (it has wheels for x86_64 and 64-bit ARM), a compiled
+Rust validator of the same schema answers first, in about a quarter of the time (2.5
+against 10 µs for a TransactionEvent). It only says yes or no: a payload it refuses
+goes through fastjsonschema, which names the rule and the field for the CALLERROR and
+stays the reference where the two would ever disagree. tests/test_schemas.py checks that
+they agree on thousands of generated payloads.
 """
 
 from __future__ import annotations
@@ -19,6 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+
+try:
+    import jsonschema_rs
+except ImportError:  # e.g. 32-bit ARM, where it has no wheel: fastjsonschema alone
+    jsonschema_rs = None  # type: ignore[assignment]  # the module is optional
 
 from edge.domain.station import OcppVersion
 from edge.ocpp.frames import ErrorKind, error_name
@@ -78,6 +90,16 @@ _Path = tuple[str | None, ...]
 class _Validator:
     check: Callable[[Any], Any]
     multiples: tuple[tuple[_Path, float], ...]  # multipleOf rules checked with a tolerance
+    accepts: Callable[[Any], bool] | None = None  # the Rust validator's yes or no
+
+
+def _accepts(validator: _Validator, payload: Any) -> bool:
+    if validator.accepts is None:
+        return False
+    try:
+        return validator.accepts(payload)
+    except Exception:  # a value it cannot take (none come from JSON): the reference decides
+        return False
 
 
 def _file(version: OcppVersion, action: str, response: bool) -> Path:
@@ -139,15 +161,21 @@ def _validator(version: OcppVersion, action: str, response: bool) -> _Validator:
     # The 2.x "$id"s are URNs; fastjsonschema would try to resolve "$ref"s against them.
     schema.pop("$id", None)
     check = fastjsonschema.compile(schema, formats={"date-time": _is_date_time})
-    return _Validator(check, multiples)
+    if jsonschema_rs is None:
+        return _Validator(check, multiples)
+    fast = jsonschema_rs.validator_for(
+        schema, validate_formats=True, formats={"date-time": _is_date_time}
+    )
+    return _Validator(check, multiples, fast.is_valid)
 
 
 def _validate(version: OcppVersion, action: str, payload: Any, response: bool) -> None:
     validator = _validator(version, action, response)
-    try:
-        validator.check(payload)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise _payload_error(version, exc) from None
+    if not _accepts(validator, payload):
+        try:
+            validator.check(payload)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _payload_error(version, exc) from None
     for path, step in validator.multiples:
         for field, value in _values(payload, path, ""):
             _check_multiple(field, value, step)
