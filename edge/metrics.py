@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -111,6 +113,19 @@ class Metrics:
             "Age of the oldest record waiting for the cloud (0 when none)",
             registry=r,
         )
+
+        # One child per (direction, action, version), looked up once: labels() costs more
+        # than the increment itself on the per-message path.
+        self._message_children: dict[tuple[str, str, str], Any] = {}
+
+    def message(self, direction: str, action: str, version: str) -> None:
+        """Count one OCPP CALL. `action` must be a name of the version's schema set (or
+        "unknown"): a charger's made-up action names must not mint series."""
+        key = (direction, action, version)
+        child = self._message_children.get(key)
+        if child is None:
+            child = self._message_children[key] = self.messages.labels(*key)
+        child.inc()
 
     def on_commit(self, batch: int, seconds: float) -> None:
         """Feed one group commit into the histograms (called from the writer thread)."""

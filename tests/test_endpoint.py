@@ -347,6 +347,9 @@ async def test_metrics_count_connections_messages_errors_and_commits(site: Runni
         in text
     )
     assert 'edge_ocpp_errors_total{code="NotImplemented"} 1.0' in text
+    # A made-up action is counted, but does not become a series of its own.
+    assert 'action="unknown",direction="in",version="1.6"} 1.0' in text
+    assert "FlyToTheMoon" not in text
     assert "edge_store_commit_seconds_count" in text
     async with aiohttp.ClientSession() as http, http.get(f"{site.api}/health/ready") as resp:
         assert resp.status == 200

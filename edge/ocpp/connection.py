@@ -167,8 +167,7 @@ class Connection:
             self._draining = None
 
     async def _answer(self, call: Call) -> None:
-        version = self.version.value
-        self.metrics.messages.labels("in", call.action, version).inc()
+        self._count_in(call.action)
         try:
             payload = await self._handle(call.action, call.payload)
         except CallErrorReply as exc:
@@ -187,6 +186,10 @@ class Connection:
             return
         await self._send(frames.encode_result(call.unique_id, payload))
 
+    def _count_in(self, action: str) -> None:
+        known = schemas.has_action(self.version, action)
+        self.metrics.message("in", action if known else "unknown", self.version.value)
+
     async def _handle(self, action: str, payload: Payload) -> Payload:
         handler = self.handlers.get(action)
         if handler is None:
@@ -204,7 +207,7 @@ class Connection:
 
     async def _notify(self, send: Send) -> None:
         # OCPP 2.1 Part 4 §4.2.6: SEND is unconfirmed; never answered, not even on error.
-        self.metrics.messages.labels("in", send.action, self.version.value).inc()
+        self._count_in(send.action)
         try:
             await self._handle(send.action, send.payload)
         except Exception as exc:
@@ -234,7 +237,7 @@ class Connection:
         unique_id = f"{self._prefix}-{next(self._ids)}"
         fut: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
         self._pending[unique_id] = fut
-        self.metrics.messages.labels("out", action, self.version.value).inc()
+        self.metrics.message("out", action, self.version.value)
         try:
             await self._send(frames.encode_call(unique_id, action, payload))
             async with asyncio.timeout(timeout):
