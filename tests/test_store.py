@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -222,8 +223,11 @@ async def test_outbox_seq_counts_per_station_and_for_the_gateway(store: Store) -
         ("A", 3, "station.boot"),
         ("A", 4, "station.status"),
     ]
-    ids = db_rows(store.path, "SELECT record_id FROM outbox")
-    assert len({i for (i,) in ids}) == len(ids) and all(len(i) == 32 for (i,) in ids)
+    ids = [i for (i,) in db_rows(store.path, "SELECT record_id FROM outbox ORDER BY id")]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    # Time-ordered: the later record's millisecond prefix is never smaller.
+    assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
 
 
 async def test_outbox_rows_commit_with_the_journal_or_not_at_all(store: Store) -> None:

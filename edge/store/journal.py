@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 from datetime import datetime
 from typing import Any
 
@@ -627,11 +628,14 @@ def enqueue(
 
 
 def _record_id() -> str:
-    """A random (version 4) UUID as 32 hex digits: the record's id for the cloud, stable
-    across retries. Built from os.urandom directly: uuid.uuid4() costs 4x more per record."""
-    b = bytearray(os.urandom(16))
-    b[6] = b[6] & 0x0F | 0x40  # RFC 4122 §4.4: version 4
-    b[8] = b[8] & 0x3F | 0x80  # RFC 4122 §4.1.1: variant 10
+    """A time-ordered UUID (RFC 9562 version 7) as 32 hex digits: the record's id for the
+    cloud, stable across retries. Time first, so that the outbox's UNIQUE index on it grows
+    at its end like the rowid does; a random (version 4) id made every insert land on a
+    random page of that index, about 8 µs more per record. Built from os.urandom
+    directly: uuid.uuid4() costs 4x more per record."""
+    b = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    b[6] = b[6] & 0x0F | 0x70  # RFC 9562 §5.7: version 7
+    b[8] = b[8] & 0x3F | 0x80  # RFC 9562 §4.1: variant 10
     return b.hex()
 
 
