@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
+from edge.ocpp import websocket
 from tests.certs import make_certs
 from tests.conftest import RunningSite, StartSite, site_config
 from tests.peer import BOOT_2, BOOT_16, RawCharger
@@ -354,3 +355,40 @@ async def test_metrics_count_connections_messages_errors_and_commits(site: Runni
     async with aiohttp.ClientSession() as http, http.get(f"{site.api}/health/ready") as resp:
         assert resp.status == 200
     await charger.close()
+
+
+def _call(uid: str) -> bytes:
+    return orjson.dumps([2, uid, "Heartbeat", {}])
+
+
+async def test_fragmented_and_whole_messages_are_answered_in_arrival_order(
+    site: RunningSite,
+) -> None:
+    # Whole text frames take a direct path past websockets' recv() (edge/ocpp/websocket.py);
+    # a fragmented message goes the long way, and must still be answered first.
+    assert websocket.DIRECT, "the installed websockets lacks what the direct path needs"
+    async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+        await ws.send(_call("boot"))
+        await ws.recv()
+        conn = site.daemon.server.connections["CP16"]  # type: ignore[union-attr]
+        assert websocket.direct_capable(conn.ws)
+        for _ in range(3):
+            first = _call("fragmented")
+            # One write, so that both messages reach the daemon in the same read.
+            ws.protocol.send_text(first[:10], fin=False)
+            ws.protocol.send_continuation(first[10:], fin=True)
+            ws.protocol.send_text(_call("whole"))
+            ws.send_data()
+            answers = [orjson.loads(await ws.recv())[1] for _ in range(2)]
+            assert answers == ["fragmented", "whole"]
+    await still_serves(site)
+
+
+async def test_a_text_frame_that_is_not_utf8_fails_the_connection(site: RunningSite) -> None:
+    async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+        ws.protocol.send_text(b'[2,"x","Heartbeat",{"a":"\xff"}]')
+        ws.send_data()
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1007  # RFC 6455 §7.4.1: data inconsistent with its type
+    await still_serves(site)

@@ -24,7 +24,7 @@ import structlog
 from edge.domain.station import OcppVersion
 from edge.errors import CommandFailed, CommandTimeout, StationNotConnected
 from edge.metrics import Metrics
-from edge.ocpp import frames, schemas
+from edge.ocpp import frames, schemas, websocket
 from edge.ocpp.frames import Call, CallError, CallResult, CallResultError, FrameError, Send
 
 Payload = dict[str, Any]
@@ -82,6 +82,7 @@ class Connection:
         self._prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
         self.closed = False
+        self._direct = websocket.direct_capable(ws)
 
     async def serve(self) -> None:
         """Run until the socket closes; pending outbound calls then fail."""
@@ -111,12 +112,23 @@ class Connection:
     async def _read(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        ws = self.ws
+        direct = websocket.direct_capable(ws)
+        if direct:
+            # Whole text frames now come straight from the protocol (edge/ocpp/websocket.py);
+            # recv() still gets what is fragmented or binary, in order.
+            ws.on_text = self._dispatch  # type: ignore[attr-defined]
         try:
             while True:
-                data = await self.ws.recv()
+                data = await ws.recv()
+                if direct:
+                    ws.took_one()  # type: ignore[attr-defined]
                 self._dispatch(data)
         except ConnectionClosed:
             return
+        finally:
+            if direct:
+                ws.on_text = None  # type: ignore[attr-defined]
 
     def _dispatch(self, data: str | bytes) -> None:
         try:
@@ -260,6 +272,8 @@ class Connection:
     async def _send(self, text: str) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        if self._direct and self.ws.send_now(text):  # type: ignore[attr-defined]
+            return
         try:
             await self.ws.send(text)
         except ConnectionClosed:

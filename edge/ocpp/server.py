@@ -37,6 +37,7 @@ from edge.ocpp.connection import CallErrorReply, Connection, Handler
 from edge.ocpp.inbound_v2 import V2Inbound
 from edge.ocpp.inbound_v16 import V16Inbound
 from edge.ocpp.site import Site
+from edge.ocpp.websocket import DIRECT, OcppWebSocket
 
 log = structlog.get_logger("edge.ocpp")
 
@@ -186,6 +187,8 @@ class OcppServer:
             ping_interval=s.ping_interval or None,
             ping_timeout=s.ping_interval or None,
             max_queue=8,
+            # Whole text messages bypass recv()/send() (edge/ocpp/websocket.py).
+            create_connection=OcppWebSocket if DIRECT else None,
         )
         log.info("ocpp.listening", host=s.host, port=self.port, path=s.path)
 
