@@ -6,6 +6,7 @@ Every problem is reported at once as (key, message), the key in TOML notation
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import zoneinfo
 from datetime import date, datetime
@@ -301,8 +302,12 @@ class Config(Section):
     log: LogConfig = LogConfig()
 
     def station(self, station_id: str) -> StationConfig | None:
-        """The `[[stations]]` entry of an id, if configured."""
-        return next((s for s in self.stations if s.id == station_id), None)
+        """The `[[stations]]` entry of an id, if configured (asked per charger message)."""
+        return self._stations_by_id.get(station_id)
+
+    @functools.cached_property
+    def _stations_by_id(self) -> dict[str, StationConfig]:
+        return {s.id: s for s in self.stations}
 
 
 # -- loading -------------------------------------------------------------------------------
