@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import structlog
+from websockets.exceptions import ConnectionClosed
 
 from edge.domain.station import OcppVersion
 from edge.errors import CommandFailed, CommandTimeout, StationNotConnected
@@ -113,8 +114,6 @@ class Connection:
                     # else the drain was cancelled (shutdown): nothing more to wait for
 
     async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         ws = self.ws
         direct = websocket.direct_capable(ws)
         if direct:
@@ -287,8 +286,6 @@ class Connection:
         return result
 
     async def _send(self, text: str) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         if self._direct and self.ws.send_now(text):  # type: ignore[attr-defined]
             return
         try:
