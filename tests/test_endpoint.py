@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from edge.ocpp import websocket
+from edge.ocpp import connection, websocket
 from tests.certs import make_certs
 from tests.conftest import RunningSite, StartSite, site_config
 from tests.peer import BOOT_2, BOOT_16, RawCharger
@@ -391,4 +391,41 @@ async def test_a_text_frame_that_is_not_utf8_fails_the_connection(site: RunningS
         with pytest.raises(ConnectionClosed):
             await ws.recv()
         assert ws.close_code == 1007  # RFC 6455 §7.4.1: data inconsistent with its type
+    await still_serves(site)
+
+
+async def test_a_charger_flooding_calls_is_read_no_faster_than_it_is_answered(
+    site: RunningSite,
+) -> None:
+    # A charger must wait for each answer (OCPP-J 1.6 §4.1.1). One that does not is not
+    # read from while its inbox is full: the rest of its flood waits in the sockets.
+    total = 200
+    data = "x" * 60_000
+    # Uncompressed, so that one socket read holds at most a few of these frames.
+    async with connect(
+        f"{site.url}/CP16",
+        subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+        compression=None,
+    ) as ws:
+        await ws.send(_call("boot"))
+        await ws.recv()
+        conn = site.daemon.server.connections["CP16"]  # type: ignore[union-attr]
+        most = 0
+
+        async def flood() -> None:
+            for i in range(total):
+                payload = {"vendorId": "test", "data": data}
+                await ws.send(orjson.dumps([2, f"f{i}", "DataTransfer", payload]))
+
+        sending = asyncio.create_task(flood())
+        paused = False
+        while not sending.done():
+            await asyncio.sleep(0.002)
+            most = max(most, len(conn._inbox))
+            paused = paused or not conn.ws.transport.is_reading()
+        # One socket read (at most 256 KiB here) may bring a few more frames at once.
+        assert paused and most <= connection.INBOX_LIMIT + 5, most
+        answers = [orjson.loads(await ws.recv())[1] for _ in range(total)]
+        await sending
+        assert answers == [f"f{i}" for i in range(total)]
     await still_serves(site)

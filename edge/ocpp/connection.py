@@ -29,6 +29,11 @@ from edge.ocpp import frames, schemas, websocket
 from edge.ocpp.frames import Call, CallError, CallResult, CallResultError, FrameError, Send
 
 Payload = dict[str, Any]
+
+# A charger sends one CALL at a time (OCPP-J 1.6 §4.1.1); one that sends more than this
+# without waiting for answers is not read from until half of them are answered, so its
+# flood waits in its own TCP buffers instead of the daemon's memory.
+INBOX_LIMIT = 16
 # Handlers are shared by every connection of a version: they take the station id.
 Handler = Callable[[str, Payload], Awaitable[Payload]]
 
@@ -78,6 +83,7 @@ class Connection:
         self._inbox: collections.deque[Call | Send] = collections.deque()
         self._draining: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None
+        self._held = False  # reading paused because the inbox is full
         self._pending: dict[str, asyncio.Future[Payload]] = {}
         self._call_lock = asyncio.Lock()
         # Our unique ids: a random per-connection prefix and a counter, never a
@@ -141,6 +147,8 @@ class Connection:
         match frame:
             case Call() | Send():
                 self._inbox.append(frame)
+                if len(self._inbox) >= INBOX_LIMIT:
+                    self._hold(True)
                 if self._draining is None:
                     self._draining = asyncio.create_task(self._drain())
                 else:
@@ -177,6 +185,8 @@ class Connection:
             while True:
                 while self._inbox:
                     item = self._inbox.popleft()
+                    if self._held and len(self._inbox) <= INBOX_LIMIT // 2:
+                        self._hold(False)
                     if isinstance(item, Send):
                         await self._notify(item)
                     else:
@@ -188,6 +198,18 @@ class Connection:
         finally:
             self._draining = None
             self._idle = None
+
+    def _hold(self, held: bool) -> None:
+        transport = getattr(self.ws, "transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if held:
+            if not self._held:
+                log.warning("ocpp.inbox.full", waiting=len(self._inbox))
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+        self._held = held
 
     def _wake_drain(self) -> None:
         idle, self._idle = self._idle, None
