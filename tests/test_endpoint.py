@@ -10,6 +10,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import structlog
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
@@ -429,3 +431,18 @@ async def test_a_charger_flooding_calls_is_read_no_faster_than_it_is_answered(
         await sending
         assert answers == [f"f{i}" for i in range(total)]
     await still_serves(site)
+
+
+async def test_log_lines_of_a_station_carry_its_id(site: RunningSite) -> None:
+    # Frames reach the connection from the transport's callback (the direct path); what
+    # they log, there and in the handler, must still name the station.
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await charger.send_raw('[2, "bad", "Heartbeat", {"x": 1}]', expect_id="bad")
+        await charger.send_raw('[2, "x"')  # not JSON: logged while parsing
+        await charger.call("Heartbeat", {})
+    events = {entry["event"]: entry for entry in logs}
+    assert events["ocpp.call.refused"]["station"] == "CP16"
+    assert events["ocpp.frame.invalid"]["station"] == "CP16"
+    await charger.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -124,8 +125,11 @@ class Connection:
         direct = websocket.direct_capable(ws)
         if direct:
             # Whole text frames now come straight from the protocol (edge/ocpp/websocket.py);
-            # recv() still gets what is fragmented or binary, in order.
-            ws.on_text = self._dispatch  # type: ignore[attr-defined]
+            # recv() still gets what is fragmented or binary, in order. They are dispatched
+            # in this task's context, so that log lines and the drain task keep the
+            # station's bound log context.
+            context = contextvars.copy_context()
+            ws.on_text = lambda text: context.run(self._dispatch, text)  # type: ignore[attr-defined]
         try:
             while True:
                 data = await ws.recv()
