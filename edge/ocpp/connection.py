@@ -207,13 +207,15 @@ class Connection:
         transport = getattr(self.ws, "transport", None)
         if transport is None or transport.is_closing():
             return
-        if held:
-            if not self._held:
-                log.warning("ocpp.inbox.full", waiting=len(self._inbox))
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+        if held and not self._held:
+            log.warning("ocpp.inbox.full", waiting=len(self._inbox))
         self._held = held
+        if self._direct:
+            self.ws.hold_input(held)  # type: ignore[attr-defined]
+        if held:
+            transport.pause_reading()
+        elif not self._held:  # feeding what was held back may have filled the inbox again
+            transport.resume_reading()
 
     def _wake_drain(self) -> None:
         idle, self._idle = self._idle, None

@@ -29,7 +29,15 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode, Opcode
 from websockets.protocol import State
 
-_NEEDED = ("process_event", "send_data")
+_NEEDED = ("process_event", "send_data", "data_received")
+
+# Bytes handed to websockets' parser at a time. Under permessage-deflate a frame of a
+# few dozen bytes can inflate to `max_frame_bytes`, and websockets parses and inflates
+# every frame of what it is given before the first reaches us: a 256 KiB socket read
+# of such frames held about 250 MB. Fed a slice at a time, with a stop while the
+# charger's inbox is full, a connection holds at most a slice's worth of inflated
+# frames beyond that (about 13 frames of 64 KB) and its raw bytes.
+INPUT_SLICE = 1024
 _NEEDED_STATE = ("protocol", "paused", "send_in_progress", "recv_messages")
 
 
@@ -42,6 +50,28 @@ class OcppWebSocket(ServerConnection):
         self.on_text: Callable[[str], None] | None = None
         self._fragmented = False  # a message's first frame had no FIN
         self._queued = 0  # whole messages in the assembler that recv() has not returned
+        self._backlog = bytearray()  # received, not yet given to the parser
+        self._input_held = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self._backlog and not self._input_held and len(data) <= INPUT_SLICE:
+            super().data_received(data)  # the usual case: one small message
+            return
+        self._backlog += data
+        self._feed()
+
+    def hold_input(self, held: bool) -> None:
+        """Stop (or restart) parsing what has been received; the OCPP connection holds
+        input while its inbox is full, and also pauses the transport."""
+        self._input_held = held
+        if not held:
+            self._feed()
+
+    def _feed(self) -> None:
+        while self._backlog and not self._input_held and not self.transport.is_closing():
+            piece = bytes(self._backlog[:INPUT_SLICE])
+            del self._backlog[:INPUT_SLICE]
+            super().data_received(piece)
 
     def process_event(self, event: Any) -> None:
         opcode = getattr(event, "opcode", None)  # None: the handshake's HTTP request
