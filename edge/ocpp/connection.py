@@ -81,7 +81,7 @@ class Connection:
         # Inbound CALLs wait here. One task drains them, started by the first and kept
         # until the connection closes, waiting on `_idle` in between: waking it costs a
         # fraction of creating a task per CALL, and it holds about 1 KB while idle.
-        self._inbox: collections.deque[Call | Send] = collections.deque()
+        self._inbox: collections.deque[Call | Send | FrameError] = collections.deque()
         self._draining: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None
         self._held = False  # reading paused because the inbox is full
@@ -150,13 +150,7 @@ class Connection:
             return
         match frame:
             case Call() | Send():
-                self._inbox.append(frame)
-                if len(self._inbox) >= INBOX_LIMIT:
-                    self._hold(True)
-                if self._draining is None:
-                    self._draining = asyncio.create_task(self._drain())
-                else:
-                    self._wake_drain()
+                self._queue(frame)
             case CallResult():
                 self._resolve(frame.unique_id, frame)
             case CallError() | CallResultError():
@@ -170,8 +164,19 @@ class Connection:
             frame=(data[:200] if isinstance(data, str) else repr(data[:200])),
         )
         if exc.unique_id is not None:
-            self._spawn_send(frames.encode_error(exc.unique_id, exc.code, exc.description))
+            # Answered in turn, behind the CALLs before it, and counted in the inbox: a
+            # flood of garbage is held back like a flood of CALLs.
+            self._queue(exc)
             self.metrics.errors.labels(exc.code).inc()
+
+    def _queue(self, item: Call | Send | FrameError) -> None:
+        self._inbox.append(item)
+        if len(self._inbox) >= INBOX_LIMIT:
+            self._hold(True)
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        else:
+            self._wake_drain()
 
     def _resolve(self, unique_id: str, frame: CallResult | CallError | CallResultError) -> None:
         fut = self._pending.pop(unique_id, None)
@@ -191,10 +196,15 @@ class Connection:
                     item = self._inbox.popleft()
                     if self._held and len(self._inbox) <= INBOX_LIMIT // 2:
                         self._hold(False)
-                    if isinstance(item, Send):
-                        await self._notify(item)
-                    else:
+                    if isinstance(item, Call):
                         await self._answer(item)
+                    elif isinstance(item, Send):
+                        await self._notify(item)
+                    else:  # a malformed CALL whose id could be read
+                        assert item.unique_id is not None
+                        await self._send(
+                            frames.encode_error(item.unique_id, item.code, item.description)
+                        )
                 if self.closed:
                     return
                 self._idle = loop.create_future()
@@ -320,10 +330,6 @@ class Connection:
             await self.ws.send(text)
         except ConnectionClosed:
             log.info("ocpp.send.closed")
-
-    def _spawn_send(self, text: str) -> None:
-        task = asyncio.ensure_future(self._send(text))
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the websocket; `serve` then returns."""
