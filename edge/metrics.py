@@ -35,6 +35,12 @@ class Metrics:
         self.errors = Counter(
             "edge_ocpp_errors_total", "CALLERRORs sent to chargers, by code", ["code"], registry=r
         )
+        self.inbox_holds = Counter(
+            "edge_ocpp_inbox_holds_total",
+            "Times a charger was not read from because too many of its CALLs were waiting",
+            ["version"],
+            registry=r,
+        )
         self.commit_seconds = Histogram(
             "edge_store_commit_seconds",
             "Duration of one group commit",

@@ -219,6 +219,7 @@ class Connection:
             return
         if held and not self._held:
             log.warning("ocpp.inbox.full", waiting=len(self._inbox))
+            self.metrics.inbox_holds.labels(self.version.value).inc()
         self._held = held
         if self._direct:
             self.ws.hold_input(held)  # type: ignore[attr-defined]
