@@ -27,11 +27,6 @@ from typing import Any
 
 import fastjsonschema
 
-try:
-    import jsonschema_rs
-except ImportError:  # e.g. 32-bit ARM, where it has no wheel: fastjsonschema alone
-    jsonschema_rs = None  # type: ignore[assignment]  # the module is optional
-
 from edge.domain.station import OcppVersion
 from edge.ocpp.frames import ErrorKind, error_name
 
@@ -161,12 +156,22 @@ def _validator(version: OcppVersion, action: str, response: bool) -> _Validator:
     # The 2.x "$id"s are URNs; fastjsonschema would try to resolve "$ref"s against them.
     schema.pop("$id", None)
     check = fastjsonschema.compile(schema, formats={"date-time": _is_date_time})
-    if jsonschema_rs is None:
+    rust = rust_validator()
+    if rust is None:
         return _Validator(check, multiples)
-    fast = jsonschema_rs.validator_for(
-        schema, validate_formats=True, formats={"date-time": _is_date_time}
-    )
+    fast = rust.validator_for(schema, validate_formats=True, formats={"date-time": _is_date_time})
     return _Validator(check, multiples, fast.is_valid)
+
+
+@functools.cache
+def rust_validator() -> Any:
+    """The jsonschema_rs module, or None where it is not installed (e.g. 32-bit ARM, with
+    no wheel). Imported on the first compile, off the daemon's start (about 30 ms)."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    return jsonschema_rs
 
 
 def _validate(version: OcppVersion, action: str, payload: Any, response: bool) -> None:
