@@ -14,10 +14,15 @@ Everything else (fragmented messages, binary frames, control frames, the handsha
 closing, pings, compression) stays with websockets. Order is kept: a message that went
 the slow way holds back the direct path until the reader has taken it.
 
+Received bytes also reach websockets' parser a slice at a time, and not at all while
+the OCPP connection holds its input (too many of the charger's CALLs waiting): see
+`INPUT_SLICE`.
+
 This relies on members of websockets' connection that are not its documented API
-(`process_event`, `send_data`, `protocol`, `paused`, `send_in_progress`); `DIRECT` is
-False when the installed version lacks one of them, and edge then uses `recv()`/`send()`
-only. pyproject.toml pins websockets to the major version this was written against.
+(`process_event`, `send_data`, `data_received`, `protocol`, `paused`, `send_in_progress`);
+`DIRECT` is False when the installed version lacks one of them, and edge then uses
+`recv()`/`send()` only. pyproject.toml pins websockets to the major version this was
+written against.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from websockets.frames import CloseCode, Opcode
 from websockets.protocol import State
 
 _NEEDED = ("process_event", "send_data", "data_received")
+_NEEDED_STATE = ("protocol", "paused", "send_in_progress", "recv_messages")
 
 # Bytes handed to websockets' parser at a time. Under permessage-deflate a frame of a
 # few dozen bytes can inflate to `max_frame_bytes`, and websockets parses and inflates
@@ -38,7 +44,6 @@ _NEEDED = ("process_event", "send_data", "data_received")
 # charger's inbox is full, a connection holds at most a slice's worth of inflated
 # frames beyond that (about 13 frames of 64 KB) and its raw bytes.
 INPUT_SLICE = 1024
-_NEEDED_STATE = ("protocol", "paused", "send_in_progress", "recv_messages")
 
 
 class OcppWebSocket(ServerConnection):
