@@ -33,8 +33,9 @@ Payload = dict[str, Any]
 
 # A charger sends one CALL at a time (OCPP-J 1.6 §4.1.1); one that sends more than this
 # without waiting for answers is not read from until half of them are answered, so its
-# flood waits in its own TCP buffers instead of the daemon's memory.
+# flood waits unparsed in the sockets instead of in the daemon's memory.
 INBOX_LIMIT = 16
+
 # Handlers are shared by every connection of a version: they take the station id.
 Handler = Callable[[str, Payload], Awaitable[Payload]]
 
