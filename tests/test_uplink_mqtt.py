@@ -15,6 +15,7 @@ import aiohttp
 from edge.sim.charger import SimCharger, SimStation
 from tests.broker import Broker, Subscriber, needs_mosquitto, publish
 from tests.conftest import RunningSite, StartSite
+from tests.peer import BOOT_16, RawCharger
 from tests.test_meters_daemon import edge_cli
 
 pytestmark = needs_mosquitto
@@ -244,3 +245,27 @@ def test_discovery_covers_meters_with_energy_and_current_per_phase() -> None:
     assert energy["state_topic"] == "edge/s1/meters/grid/state"
     l3 = found["ha/sensor/edge_s1_meter_grid_current_l3/config"]
     assert l3["value_template"] == "{{ value_json.current_a[2] }}"
+
+
+async def test_records_of_every_size_arrive_whole(start_site: StartSite, tmp_path: Path) -> None:
+    # Outbox records are encoded by edge itself (MQTT 3.1.1 §3.3); the remaining length
+    # takes one to three bytes (§2.2.3) by size, and a batch goes out as one write.
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        site = await start_site(uplink_toml(broker.port))
+        async with Subscriber(broker.port, "edge/test-site/events/#") as cloud:
+            charger = await RawCharger.connect(site.url, "CP16")
+            await charger.call("BootNotification", BOOT_16)
+            sizes = [0, 1, 60, 100, 16_300, 16_400, 40_000]
+            for size in sizes:
+                reply = await charger.call("DataTransfer", {"vendorId": "v", "data": "d" * size})
+                assert reply[0] == 3
+            await until(lambda: backlog(site) == 0)
+            await until(lambda: len(cloud.events()) >= 2 + len(sizes))
+            transfers = [e for e in cloud.events() if e["type"] == "data.transfer"]
+            assert [e["data"]["raw"]["data"] for e in transfers] == ["d" * n for n in sizes]
+            assert_gapless(cloud.events())
+            await charger.close()
+    finally:
+        broker.stop()

@@ -305,13 +305,20 @@ class MqttUplink:
 
 
 class _Batch:
-    """Publishes a batch of records through paho and waits once for all their PUBACKs.
+    """Publishes a batch of records and waits once for all their PUBACKs.
 
     aiomqtt's `publish` waits for each PUBACK with an Event, a `wait_for` task and a walk
-    over every pending call: per record that cost more CPU than the rest of the uplink.
-    Its paho client (`_client`; aiomqtt is pinned to 2.5.x) takes the whole batch, and
-    one future waits for the last acknowledgement. aiomqtt's own `on_publish` still runs
-    for every other publish (state, results, discovery).
+    over every pending call; paho's own `publish` builds a message, an info object with a
+    condition variable and a socket write per record, and decodes each PUBACK into a
+    reason code and a properties object. Per record that cost more CPU than the rest of
+    the uplink. On MQTT 3.1.1 with QoS 1 (the default), a batch is therefore encoded here
+    (MQTT 3.1.1 §3.3) and handed to paho's writer as one packet, with packet ids from
+    paho's own counter; the PUBACKs of those ids (§3.4) are taken before paho decodes
+    them, and paho's socket is read in blocks rather than a byte at a time. This uses
+    paho's private members (`_client` of aiomqtt, pinned to 2.5.x; `_mid_generate`,
+    `_packet_queue`, `_handle_pubackcomp`, `_in_packet`, `_sock_recv` of paho, pinned
+    below 2.3). Any other protocol or QoS goes through paho's `publish`. aiomqtt's own
+    `on_publish` still runs for every other publish (state, results, discovery).
     """
 
     def __init__(self, client: aiomqtt.Client) -> None:
@@ -319,6 +326,7 @@ class _Batch:
         self._timeout = client.timeout
         self._waiting: set[int] = set()
         self._all_acked: asyncio.Future[None] | None = None
+        self._direct = self._paho.protocol == paho.MQTTv311
         original = self._paho.on_publish
 
         def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason, properties)
@@ -328,16 +336,22 @@ class _Batch:
                 original(*args)
 
         self._paho.on_publish = on_publish
+        if self._direct:
+            self._take_pubacks()
+            _read_in_blocks(self._paho)
 
     async def publish(self, messages: list[tuple[str, bytes]], qos: int) -> None:
         """Return when the broker has acknowledged every message (QoS 1), or raise."""
         self._all_acked = asyncio.get_running_loop().create_future()
-        for topic, payload in messages:
-            info = self._paho.publish(topic, payload, qos)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-            if not info.is_published():
-                self._waiting.add(info.mid)
+        if self._direct and qos == 1:
+            self._queue(messages)
+        else:
+            for topic, payload in messages:
+                info = self._paho.publish(topic, payload, qos)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+                if not info.is_published():
+                    self._waiting.add(info.mid)
         if self._waiting:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -348,10 +362,81 @@ class _Batch:
                     f"no PUBACK within {self._timeout:g} s for a batch of {len(messages)}"
                 ) from None
 
+    def _queue(self, messages: list[tuple[str, bytes]]) -> None:
+        if not self._paho.is_connected():
+            raise aiomqtt.MqttCodeError(paho.MQTT_ERR_NO_CONN, "Could not publish message")
+        packets = []
+        for topic, payload in messages:
+            mid = self._paho._mid_generate()
+            self._waiting.add(mid)
+            packets.append(encode_publish(topic, payload, mid))
+        # One entry in paho's write queue: written with as few syscalls as the socket
+        # allows, in order, before anything queued after it.
+        self._paho._packet_queue(paho.PUBLISH, b"".join(packets), 0, 1)
+
+    def _take_pubacks(self) -> None:
+        paho_client = self._paho
+        plain = paho_client._handle_pubackcomp
+
+        def handle(command: Any) -> Any:
+            body = paho_client._in_packet["packet"]  # a new dict for every packet
+            if command == "PUBACK" and len(body) == 2:
+                mid = body[0] << 8 | body[1]
+                if mid in self._waiting:
+                    self._acked(mid)
+                    return paho.MQTT_ERR_SUCCESS
+            return plain(command)
+
+        # An instance attribute in front of paho's method, for this connection only.
+        self._paho._handle_pubackcomp = handle  # type: ignore[method-assign, assignment]
+
     def _acked(self, mid: int) -> None:
         self._waiting.discard(mid)
         if not self._waiting and self._all_acked is not None and not self._all_acked.done():
             self._all_acked.set_result(None)
+
+
+def encode_publish(topic: str, payload: bytes, mid: int) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 1, neither DUP nor RETAIN (§3.3.1, §3.3.2)."""
+    name = topic.encode()
+    length = 2 + len(name) + 2 + len(payload)
+    header = bytearray(b"\x32")  # PUBLISH, QoS 1
+    while True:  # §2.2.3: the remaining length, 7 bits per byte
+        length, digit = divmod(length, 128)
+        header.append(digit | 0x80 if length else digit)
+        if not length:
+            break
+    return b"".join((header, len(name).to_bytes(2, "big"), name, mid.to_bytes(2, "big"), payload))
+
+
+def _read_in_blocks(client: paho.Client) -> None:
+    """paho reads a packet's type and each byte of its length with a socket read of its
+    own: three reads per PUBACK. Read the socket in blocks and serve paho from those;
+    `loop_read` goes on while a block still holds data, which the socket will not
+    announce again."""
+    block = bytearray()
+    recv = client._sock_recv
+    loop_read = client.loop_read
+
+    def buffered_recv(size: int) -> bytes:
+        if not block:
+            data = recv(65536)
+            if not data:
+                return data  # the broker closed the connection
+            block.extend(data)
+        out = bytes(block[:size])
+        del block[:size]
+        return out
+
+    def read_all(max_packets: int = 1) -> Any:
+        rc = loop_read(max_packets)
+        while block and rc == paho.MQTT_ERR_SUCCESS:
+            rc = loop_read(max_packets)
+        return rc
+
+    # Instance attributes in front of paho's methods, for this connection only.
+    client._sock_recv = buffered_recv  # type: ignore[method-assign, assignment]
+    client.loop_read = read_all  # type: ignore[method-assign]
 
 
 def _describe(exc: BaseException) -> str:
