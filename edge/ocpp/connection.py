@@ -122,8 +122,7 @@ class Connection:
                     # else the drain was cancelled (shutdown): nothing more to wait for
 
     async def _read(self) -> None:
-        ws = self.ws
-        direct = websocket.direct_capable(ws)
+        ws, direct = self.ws, self._direct
         if direct:
             # Whole text frames now come straight from the protocol (edge/ocpp/websocket.py);
             # recv() still gets what is fragmented or binary, in order. They are dispatched
