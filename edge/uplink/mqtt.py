@@ -312,7 +312,7 @@ class _Batch:
     condition variable and a socket write per record, and decodes each PUBACK into a
     reason code and a properties object. Per record that cost more CPU than the rest of
     the uplink. On MQTT 3.1.1 with QoS 1 (the default), a batch is therefore encoded here
-    (MQTT 3.1.1 §3.3) and handed to paho's writer as one packet, with packet ids from
+    (MQTT 3.1.1 §3.3) and handed to paho's writer as one queue entry, with packet ids from
     paho's own counter; the PUBACKs of those ids (§3.4) are taken before paho decodes
     them, and paho's socket is read in blocks rather than a byte at a time. This uses
     paho's private members (`_client` of aiomqtt, pinned to 2.5.x; `_mid_generate`,
