@@ -70,6 +70,36 @@ def test_two_sessions_share_what_the_building_leaves() -> None:
     assert not a.failsafe
 
 
+def test_while_cars_follow_a_new_limit_the_non_ev_load_stays_where_the_meter_allows() -> None:
+    # Two cars were cut from 14 A to 8 A a moment ago; the meter (50 A) still sees them
+    # at 14 A. Between import minus the most (14 A each) and import minus the least
+    # (8 A each) they may draw, the building is 22 to 34 A: it stays at the 22 A of the
+    # last cycle, and the cars keep 8 A (taken as building load, the 12 A they have not
+    # shed yet would have paused both).
+    following = [car(s, drawn=8, draw_max_a=14.0) for s in ("A", "B")]
+    last = {"main": (22.0, 22.0, 22.0)}
+    snap = replace(site(*following, limit=40.0, imports=(50, 50, 50)), non_ev_prior_a=last)
+    a = allocate(snap, POLICY)
+    assert limits(a) == {"A": 8.0, "B": 8.0}
+    assert a.non_ev_a == {"main": (22.0, 22.0, 22.0)}
+    # With no last value, the safe side: the most the building may be.
+    assert limits(allocate(replace(snap, non_ev_prior_a={}), POLICY)) == {"A": 0.0, "B": 0.0}
+
+
+def test_the_meter_overrules_the_last_non_ev_load_when_it_cannot_be_the_cars() -> None:
+    # The cars may draw at most 14 A each, yet the import is 60 A: at least 32 A of it is
+    # the building, whatever the last cycle thought.
+    following = [car(s, drawn=8, draw_max_a=14.0) for s in ("A", "B")]
+    snap = site(*following, limit=40.0, imports=(60, 60, 60))
+    a = allocate(replace(snap, non_ev_prior_a={"main": (22.0, 22.0, 22.0)}), POLICY)
+    assert a.non_ev_a == {"main": (32.0, 32.0, 32.0)}
+    assert sorted(limits(a).values()) == [0.0, 6.0]  # 40 - 2 - 32 = 6 A: room for one
+    # ... and below the least they may draw, the import says the building shrank.
+    shrank = replace(snap, grid_import_a=(20.0, 20.0, 20.0), non_ev_prior_a={"main": (22.0,) * 3})
+    low = allocate(shrank, POLICY)
+    assert low.non_ev_a == {"main": (4.0, 4.0, 4.0)}
+
+
 def test_non_ev_load_is_the_import_minus_what_the_evs_report() -> None:
     # import 30 A of which the two cars report 10 A each: the building is 10 A
     a = allocate(site(car("A", drawn=10), car("B", drawn=10), imports=(30, 30, 30)), POLICY)

@@ -12,7 +12,7 @@ Under `strategy = "priority"` each priority group does this in turn, highest fir
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from edge.domain.load import (
@@ -41,6 +41,7 @@ class _Node:
     known: bool
     parent: str | None
     ev_a: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # reported EV draw
+    ev_max_a: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # the most it may be
 
 
 @dataclass(slots=True)
@@ -62,10 +63,13 @@ def allocate(snapshot: SiteSnapshot, policy: Policy) -> Allocation:
     paths = [_path(nodes, c.circuit) for c in snapshot.connectors]
     for c, path in zip(snapshot.connectors, paths, strict=True):
         drawn = _drawn_per_phase(c)
+        most = _draw_max_per_phase(c, drawn)
         for node_id in path:
             node = nodes[node_id]
             node.ev_a = [node.ev_a[p] + drawn[p] for p in range(3)]
-    capacity = _capacity(nodes, policy)
+            node.ev_max_a = [node.ev_max_a[p] + most[p] for p in range(3)]
+    non_ev = _non_ev(nodes, snapshot.non_ev_prior_a)
+    capacity = _capacity(nodes, non_ev, policy)
     available = _available(capacity)
     limited = {n for n, _ in capacity}
     setpoints: list[Setpoint | None] = [None] * len(snapshot.connectors)
@@ -102,6 +106,7 @@ def allocate(snapshot: SiteSnapshot, policy: Policy) -> Allocation:
         failsafe=any(not n.known for n in nodes.values() if n.limit_a is not None),
         available_a=available,
         ev_allocated_a=_per_phase(snapshot.connectors, ordered),
+        non_ev_a=non_ev,
     )
 
 
@@ -140,23 +145,48 @@ def _path(nodes: dict[str, _Node], circuit: str | None) -> tuple[str, ...]:
     return tuple(path)
 
 
-def _capacity(nodes: dict[str, _Node], policy: Policy) -> dict[Constraint, float]:
+def _non_ev(nodes: dict[str, _Node], prior: Mapping[str, Phases]) -> dict[str, Phases]:
+    """The non-EV load per metered node and grid phase: its import minus what its EVs draw.
+
+    Where every car's draw is known that is one number. While a car's draw is known
+    only within bounds (it is following a new limit, or it does not report), the
+    non-EV load is somewhere between import minus the most and import minus the least
+    the cars may draw. It then stays where the last cycle put it, unless the meter
+    proves it has moved out of those bounds; with no last value, the upper bound
+    (the safe side). So a car ramping after our own change is not taken for the
+    building: a reduction does not feed on itself, an increase does not undo itself.
+    """
+    out: dict[str, Phases] = {}
+    for node in nodes.values():
+        if node.limit_a is None or not node.known or node.import_a is None:
+            continue
+        values = []
+        for p in range(3):
+            high = max(node.import_a[p] - node.ev_a[p], 0.0)
+            low = max(node.import_a[p] - node.ev_max_a[p], 0.0)
+            last = prior.get(node.id)
+            values.append(high if last is None else min(max(last[p], low), high))
+        out[node.id] = (values[0], values[1], values[2])
+    return out
+
+
+def _capacity(
+    nodes: dict[str, _Node], non_ev: dict[str, Phases], policy: Policy
+) -> dict[Constraint, float]:
     """Current the EVs may use per node and grid phase: limit - margin - non-EV load.
 
-    Non-EV load is the node's import minus what its EVs report drawing; an EV that does
-    not report counts as 0 A, so its draw stays in the non-EV part (the safe side). An
-    unknown load leaves the whole limit to the static share, with every session under
-    it capped at the fail-safe current.
+    An EV that does not report counts as 0 A in the least the EVs draw, so its draw
+    stays in the non-EV part unless the meter rules that out. An unknown load leaves
+    the whole limit to the static share, with every session under it capped at the
+    fail-safe current.
     """
     capacity: dict[Constraint, float] = {}
     for node in nodes.values():
         if node.limit_a is None:
             continue
+        used = non_ev.get(node.id)
         for p in range(3):
-            room = node.limit_a - policy.margin_a
-            if node.known and node.import_a is not None:
-                room -= max(node.import_a[p] - node.ev_a[p], 0.0)
-            capacity[(node.id, p)] = room
+            capacity[(node.id, p)] = node.limit_a - policy.margin_a - (used[p] if used else 0.0)
     return capacity
 
 
@@ -177,6 +207,17 @@ def _drawn_per_phase(c: ConnectorLoad) -> list[float]:
         if value is not None:
             total[grid] += max(value, 0.0)
     return total
+
+
+def _draw_max_per_phase(c: ConnectorLoad, drawn: list[float]) -> list[float]:
+    """The most the connector may be drawing per grid phase: what it reports where that
+    is the whole truth, else up to `draw_max_a` on each phase it uses."""
+    if c.draw_max_a is None or not c.active:
+        return drawn
+    most = list(drawn)
+    for grid in c.grid_phases():
+        most[grid] = max(most[grid], c.draw_max_a)
+    return most
 
 
 def _drawn_max(c: ConnectorLoad) -> float | None:

@@ -7,7 +7,8 @@ charger's own phases map onto them through its `rotation`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 Phases = tuple[float, float, float]
@@ -52,6 +53,9 @@ class ConnectorLoad:
     active: bool = False  # a session runs on it
     responsive: bool = True  # connected and answering; else it keeps its last limit
     drawn_a: tuple[float | None, float | None, float | None] | None = None  # charger L1..L3
+    # The most the car may be drawing per phase while `drawn_a` is not the whole truth (it
+    # is following a new limit and has not reported since that it has); None: it is.
+    draw_max_a: float | None = None
     limit_a: float | None = None  # the limit in force (None: never set by us)
     limit_since_s: float | None = None  # when that limit took effect
     running_since_s: float | None = None  # when it last went from paused to charging
@@ -90,6 +94,8 @@ class SiteSnapshot:
     grid_import_a: Phases | None  # trusted grid meter reading; None = unknown load
     connectors: tuple[ConnectorLoad, ...]
     circuits: tuple[Circuit, ...] = ()
+    # The non-EV load per node (the main or a metered circuit) the last cycle settled on.
+    non_ev_prior_a: Mapping[str, Phases] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ class Allocation:
     failsafe: bool  # some load is unknown: the fail-safe level applies
     available_a: Phases | None  # current the EVs may use per grid phase (None: no limit)
     ev_allocated_a: Phases  # what the setpoints add up to per grid phase
+    non_ev_a: Mapping[str, Phases] = field(default_factory=dict)  # per node, as used
 
     def by_key(self) -> dict[tuple[str, int], Setpoint]:
         return {s.key: s for s in self.setpoints}

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from edge.config import Config
-from edge.control.allocator import allocate
+from edge.control.allocator import MAIN, allocate
 from edge.control.hysteresis import InForce, settle
 from edge.domain.events import (
     Event,
@@ -197,6 +197,7 @@ class LoadController:
         self.writer.want(sends)
         for station in {sp.station for sp in sends} | self._due_max():
             self.writer.write(station)
+        self._show_reasons(allocation, {sp.key for sp in sends})
         self._observe(allocation, time.perf_counter() - started)
         return allocation
 
@@ -208,7 +209,9 @@ class LoadController:
             self.memory,
             self._responsive,
             self.clock(),
+            now_s,
             REPORT_MAX_AGE_S,
+            self._metered_at(),
             self._default(),
         )
         self.grid_import_a = self._grid_import(loads)
@@ -218,7 +221,30 @@ class LoadController:
             self.grid_import_a,
             loads,
             circuits(self._circuit_specs, self._meter_currents),
+            self._non_ev_prior(),
         )
+
+    def _metered_at(self) -> datetime | None:
+        """When the oldest meter reading this cycle acts on was taken."""
+        if self.board is None:
+            return None
+        now = self.clock()
+        ids = [*self.board.by_role("grid"), *self.board.by_role("building")]
+        ids += [meter for *_, meter in self._circuit_specs if meter is not None]
+        taken = [
+            s.taken_at for i in ids if i in self.board.tracks and (s := self.board.trusted(i, now))
+        ]
+        return min(taken, default=None)
+
+    def _non_ev_prior(self) -> dict[str, Phases]:
+        """The non-EV load the last cycle settled on, where the meter includes the cars
+        (a building meter's reading already is the non-EV load: nothing to carry)."""
+        if self.allocation is None:
+            return {}
+        prior = dict(self.allocation.non_ev_a)
+        if self.board is not None and not self.board.by_role("grid"):
+            prior.pop(MAIN, None)
+        return prior
 
     def _settings(self) -> dict[str, StationSetting]:
         out = {}
@@ -282,6 +308,23 @@ class LoadController:
             elif sp.limit_a == 0 and was and sp.reason is LimitReason.PAUSED:
                 m.paused_since_s = now_s
             m.planned_a, m.reason = sp.limit_a, sp.reason.value
+
+    def _show_reasons(self, allocation: Allocation, sending: set[Key]) -> None:
+        """A limit that stays as it is may stay for a new reason (a session starts where
+        an idle connector had 0 A and there is no room for it: it is now paused). Shown
+        in `edge stations` at once; nothing is written to the charger."""
+        for sp in allocation.setpoints:
+            m = self.memory.get(sp.key)
+            if sp.key in sending or m is None or m.pending_a is not None:
+                continue
+            if m.limit_a is None or abs(m.limit_a - sp.limit_a) > 1e-9:
+                continue
+            st = self.registry.stations.get(sp.station)
+            if st is None or sp.connector not in st.limits:
+                continue
+            if st.limits[sp.connector][1] != sp.reason.value:
+                st.limits[sp.connector] = (st.limits[sp.connector][0], sp.reason.value)
+                st.limit_reason = sp.reason.value
 
     def _sendable(self, allocation: Allocation) -> Iterable[Setpoint]:
         return (sp for sp in allocation.setpoints if sp.reason is not LimitReason.UNRESPONSIVE)

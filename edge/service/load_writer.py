@@ -245,6 +245,7 @@ class LimitWriter:
         m.limit_a, m.written_s, m.in_force_reason = sp.limit_a, now_s, sp.reason.value
         if previous is None or abs(previous - sp.limit_a) > 1e-9:
             m.since_s = now_s
+            m.changed(previous, now_s)
         st = self.registry.station(sp.station)
         st.limits[sp.connector] = (sp.limit_a, sp.reason.value)
         st.limit_a = round(sum(a for a, _ in st.limits.values()), 1)

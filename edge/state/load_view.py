@@ -12,6 +12,12 @@ from edge.state.registry import Registry, StationState
 
 Key = tuple[str, int]
 
+# How long a car may take to follow a new limit: IEC 61851-1 Annex A gives the EV 5 s to
+# answer a changed PWM duty cycle, and the charger takes a moment to apply the profile.
+FOLLOW_S = 6.0
+# A report within this of the new limit shows the car has followed it.
+FOLLOWED_A = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class StationSetting:
@@ -40,12 +46,48 @@ class ConnectorMemory:
     written_s: float | None = None  # when its profile was last written (fall-back refresh)
     cloud_limit_a: float | None = None
     operator_limit_a: float | None = None
+    previous_a: float | None = None  # the limit before the one in force
+    lowered_from_a: float | None = None  # the highest limit before the last reduction(s)
+    lowered_s: float | None = None  # when the last reduction was accepted
 
     def held_a(self) -> float | None:
         """The most the connector may be drawing: a pending increase may already apply."""
         if self.pending_a is None:
             return self.limit_a
         return self.pending_a if self.limit_a is None else max(self.limit_a, self.pending_a)
+
+    def changed(self, previous_a: float | None, now_s: float) -> None:
+        """The charger accepted a new limit; `previous_a` is the one it had."""
+        self.previous_a = previous_a
+        if previous_a is None or self.limit_a is None or self.limit_a >= previous_a:
+            return
+        if self.lowered_s is not None and now_s - self.lowered_s < FOLLOW_S:
+            previous_a = max(previous_a, self.lowered_from_a or 0.0)
+        self.lowered_from_a, self.lowered_s = previous_a, now_s
+
+    def following(self, now_s: float) -> bool:
+        """Whether the car may still be on its way to its limit (written or accepted
+        less than `FOLLOW_S` ago)."""
+        if self.pending_a is not None:
+            return True
+        return self.since_s is not None and now_s - self.since_s < FOLLOW_S
+
+    def followed(self, report_s: float, reported_a: float) -> bool:
+        """Whether a report taken at `report_s` shows the car at its new limit already:
+        at or under it after a reduction, at or over it after an increase."""
+        if self.since_s is None or self.limit_a is None or report_s < self.since_s:
+            return False
+        if self.previous_a is not None and self.limit_a < self.previous_a:
+            return reported_a <= self.limit_a + FOLLOWED_A
+        return reported_a >= self.limit_a - FOLLOWED_A
+
+    def draw_max_a(self, now_s: float) -> float | None:
+        """The most the car may be drawing while it follows: its limit (or the one being
+        written), and within `FOLLOW_S` of a reduction the limit before it."""
+        held = self.held_a()
+        if self.lowered_s is None or now_s - self.lowered_s >= FOLLOW_S:
+            return held
+        return max(held or 0.0, self.lowered_from_a or 0.0)
 
 
 def connectors_of(st: StationState) -> list[int]:
@@ -59,10 +101,14 @@ def connector_loads(
     memory: Mapping[Key, ConnectorMemory],
     responsive: Callable[[StationState], bool],
     now: datetime,
+    now_s: float,
     report_max_age_s: float,
+    metered_at: datetime | None = None,
     default: StationSetting = StationSetting(),
 ) -> tuple[ConnectorLoad, ...]:
-    """Every connector of every known station."""
+    """Every connector of every known station (`now` on the wall clock, `now_s` on the
+    monotonic one the memory's times are on, `metered_at` when the oldest meter reading
+    the cycle uses was taken)."""
     loads: list[ConnectorLoad] = []
     for st in registry.stations.values():
         setting = settings.get(st.id, default)
@@ -71,6 +117,10 @@ def connector_loads(
         for cid in connectors_of(st):
             m = memory.get((st.id, cid), ConnectorMemory())
             drawn = _drawn(st, cid, active, m, now, report_max_age_s)
+            most = None
+            if cid in active and not _settled(st, drawn, m, now, now_s, metered_at):
+                most = m.draw_max_a(now_s)
+                most = setting.max_current_a if most is None else most
             loads.append(
                 ConnectorLoad(
                     st.id,
@@ -82,6 +132,7 @@ def connector_loads(
                     active=cid in active,
                     responsive=ok,
                     drawn_a=drawn,
+                    draw_max_a=most,
                     limit_a=m.held_a(),
                     limit_since_s=m.since_s,
                     running_since_s=m.running_since_s,
@@ -93,6 +144,36 @@ def connector_loads(
                 )
             )
     return tuple(loads)
+
+
+def _settled(
+    st: StationState,
+    drawn: tuple[float | None, float | None, float | None] | None,
+    m: ConnectorMemory,
+    now: datetime,
+    now_s: float,
+    metered_at: datetime | None,
+) -> bool:
+    """Whether what the car draws is known: it is not following a new limit, or it has
+    reported since that it has followed it and the meter has been read after that.
+
+    While it follows, the meter and its reports disagree: after a reduction the meter
+    still sees the old draw for a while, after an increase it sees the new one before
+    the charger reports it. The allocator then keeps the non-EV load where it was
+    unless the meter rules that out (edge/control/allocator.py `_non_ev`). Taken as
+    building load, a reduction fed on itself (each accepted limit woke a cycle on the
+    same meter reading, which reduced again: one step of the building paused every
+    session within milliseconds) and an increase undid itself (every session went on
+    and off at the pace of `dwell_s`).
+    """
+    if not m.following(now_s):
+        return True
+    if drawn is None or st.current_at is None or m.pending_a is not None:
+        return False
+    if metered_at is None or metered_at < st.current_at:
+        return False  # the meter may not show yet what the report shows
+    report_s = now_s - (now - st.current_at).total_seconds()
+    return m.followed(report_s, max((v for v in drawn if v is not None), default=0.0))
 
 
 def _drawn(
