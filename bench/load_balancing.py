@@ -53,6 +53,7 @@ from edge.logs import configure as configure_logging
 from edge.modbus.profile import load_profile
 from edge.service.daemon import Daemon
 from edge.sim.meter import SimBus, SimMeter
+from edge.state.load_view import ConnectorMemory
 
 TARGET_MS = {10: 1.0, 100: 5.0, 1000: 50.0}
 REACTION_TARGET_MS = 50.0
@@ -314,7 +315,8 @@ def simulate(
     limits = dict.fromkeys(range(stations), 0.0)
     in_force: dict[tuple[str, int], InForce] = {}
     policy = Policy(margin_a=MARGIN, min_current_a=MIN_A, dwell_s=10.0, hysteresis_a=1.0)
-    reported: dict[int, float] = {}
+    reported: dict[int, tuple[float, float]] = {}
+    state: dict[str, Any] = {}
     rr = 0
     over_as = over_s = delivered_ah = 0.0
     episodes: list[float] = []
@@ -343,11 +345,11 @@ def simulate(
         delivered_ah += sum(car.draw for car in cars.values()) * DT / 3600
         if now >= next_report:
             next_report = now + report_every
-            reported = {sid: car.draw for sid, car in cars.items()}
+            reported = {sid: (now, car.draw) for sid, car in cars.items()}
         if now + 1e-9 >= next_cycle:
             next_cycle = now + PERIOD
             if controller == "edge":
-                _edge_cycle(now, grid, cars, limits, in_force, reported, policy, stations)
+                _edge_cycle(now, grid, cars, limits, in_force, reported, policy, stations, state)
             else:
                 rr = _evcc_cycle(grid, cars, limits, rr, stations)
             for sid, car in cars.items():
@@ -368,17 +370,29 @@ def _edge_cycle(
     cars: dict[int, Car],
     limits: dict[int, float],
     in_force: dict[tuple[str, int], InForce],
-    reported: dict[int, float],
+    reported: dict[int, tuple[float, float]],
     policy: Policy,
     stations: int,
+    state: dict[str, Any],
 ) -> None:
+    """One cycle as the daemon runs it (edge/state/load_view.py, edge/service/load.py):
+    reports capped at the limit, bounds on the draw of a car that is following a new
+    limit, the non-EV load of the last cycle carried over."""
+    memory: dict[int, ConnectorMemory] = state.setdefault("memory", {})
     connectors = []
     for sid in range(stations):
         car = cars.get(sid)
-        force = in_force.get((f"S{sid}", 1))
-        drawn = reported.get(sid)
-        if drawn is not None and force is not None:
-            drawn = min(drawn, force.limit_a)  # as the daemon does (edge/state/load_view.py)
+        m = memory.setdefault(sid, ConnectorMemory())
+        report = reported.get(sid)  # (when, amps)
+        drawn = None if report is None else report[1]
+        if drawn is not None and m.limit_a is not None:
+            drawn = min(drawn, m.limit_a)
+        most = None
+        if car is not None and m.following(now):
+            settled = report is not None and m.followed(report[0], report[1])
+            if not settled:
+                most = m.draw_max_a(now)
+                most = MAX_A if most is None else most
         connectors.append(
             ConnectorLoad(
                 f"S{sid}",
@@ -386,17 +400,27 @@ def _edge_cycle(
                 MAX_A,
                 active=car is not None,
                 drawn_a=None if drawn is None else (drawn, drawn, drawn),
-                limit_a=force.limit_a if force else None,
-                limit_since_s=force.since_s if force else None,
+                draw_max_a=most,
+                limit_a=m.limit_a,
+                limit_since_s=m.since_s,
             )
         )
-    snap = SiteSnapshot(now, GRID, (grid, grid, grid), tuple(connectors))
-    for sp in settle(allocate(snap, policy).setpoints, in_force, now, policy):
+    snap = SiteSnapshot(
+        now, GRID, (grid, grid, grid), tuple(connectors), non_ev_prior_a=state.get("non_ev", {})
+    )
+    allocation = allocate(snap, policy)
+    state["non_ev"] = allocation.non_ev_a
+    for sp in settle(allocation.setpoints, in_force, now, policy):
         sid = int(sp.station[1:])
         limits[sid] = sp.limit_a
         old = in_force.get(sp.key)
         since = now if old is None or old.limit_a != sp.limit_a else old.since_s
         in_force[sp.key] = InForce(sp.limit_a, since)
+        m = memory[sid]
+        previous, m.limit_a = m.limit_a, sp.limit_a
+        if previous is None or previous != sp.limit_a:
+            m.since_s = now
+            m.changed(previous, now)
 
 
 def _evcc_cycle(
@@ -491,9 +515,14 @@ def report(r: dict[str, Any]) -> None:
         "loadpoint per cycle.",
         "",
         "The evcc-style rule's energy includes what it delivered while over the limit. "
-        "edge subtracts from the grid import only what the cars last reported: a car that "
-        "has sped up since counts as building load until its next report (the safe side), "
-        "so slow reports cost energy, and the gap closes as reports get fresher.",
+        "edge subtracts from the grid import what the cars report. For up to 6 s after "
+        "a car's limit changes, until it reports having followed, it keeps the building "
+        "load of the last cycle within what the meter allows, instead of taking the car's "
+        "ramp for building load: a rise of the building in that window, no larger than "
+        "the change just made, shows once the cars report or the window ends. Against "
+        "counting the ramp as building load (the previous version, 2026-12-03: 122.13 A·s and "
+        "14.17 kWh with reports every 10 s), that trades more overload A·s, in episodes no "
+        "longer than before, for more energy, most of all where reports are slow.",
     ]
     body = "\n".join(lines)
     print(body)
