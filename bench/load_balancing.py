@@ -387,12 +387,8 @@ def _edge_cycle(
         drawn = None if report is None else report[1]
         if drawn is not None and m.limit_a is not None:
             drawn = min(drawn, m.limit_a)
-        most = None
-        if car is not None and m.following(now):
-            settled = report is not None and m.followed(report[0], report[1])
-            if not settled:
-                most = m.draw_max_a(now)
-                most = MAX_A if most is None else most
+        # The meter is read every step, so it has been read since any report.
+        most = None if car is None else m.unsettled_max_a(now, report, MAX_A)
         connectors.append(
             ConnectorLoad(
                 f"S{sid}",
@@ -413,14 +409,13 @@ def _edge_cycle(
     for sp in settle(allocation.setpoints, in_force, now, policy):
         sid = int(sp.station[1:])
         limits[sid] = sp.limit_a
-        old = in_force.get(sp.key)
-        since = now if old is None or old.limit_a != sp.limit_a else old.since_s
-        in_force[sp.key] = InForce(sp.limit_a, since)
         m = memory[sid]
         previous, m.limit_a = m.limit_a, sp.limit_a
         if previous is None or previous != sp.limit_a:
             m.since_s = now
             m.changed(previous, now)
+        assert m.since_s is not None
+        in_force[sp.key] = InForce(sp.limit_a, m.since_s)
 
 
 def _evcc_cycle(

@@ -160,11 +160,11 @@ def _non_ev(nodes: dict[str, _Node], prior: Mapping[str, Phases]) -> dict[str, P
     for node in nodes.values():
         if node.limit_a is None or not node.known or node.import_a is None:
             continue
+        last = prior.get(node.id)
         values = []
         for p in range(3):
             high = max(node.import_a[p] - node.ev_a[p], 0.0)
             low = max(node.import_a[p] - node.ev_max_a[p], 0.0)
-            last = prior.get(node.id)
             values.append(high if last is None else min(max(last[p], low), high))
         out[node.id] = (values[0], values[1], values[2])
     return out

@@ -89,6 +89,29 @@ class ConnectorMemory:
             return held
         return max(held or 0.0, self.lowered_from_a or 0.0)
 
+    def unsettled_max_a(
+        self, now_s: float, report: tuple[float, float] | None, max_current_a: float
+    ) -> float | None:
+        """The most an active car may be drawing while what it draws is not known, None
+        once it is: it is not following a new limit, or `report` ((when, amps) of a
+        report the meter has been read since) shows it has followed.
+
+        While it follows, the meter and its reports disagree: after a reduction the meter
+        still sees the old draw for a while, after an increase it sees the new one before
+        the charger reports it. The allocator then keeps the non-EV load where it was
+        unless the meter rules that out (edge/control/allocator.py `_non_ev`). Taken as
+        building load, a reduction fed on itself (each accepted limit woke a cycle on the
+        same meter reading, which reduced again: one step of the building paused every
+        session within milliseconds) and an increase undid itself (every session went on
+        and off at the pace of `dwell_s`).
+        """
+        if not self.following(now_s):
+            return None
+        if report is not None and self.pending_a is None and self.followed(*report):
+            return None
+        most = self.draw_max_a(now_s)
+        return max_current_a if most is None else most
+
 
 def connectors_of(st: StationState) -> list[int]:
     """The connector (1.6) or EVSE (2.x) ids a station reported, 1 if none yet."""
@@ -118,9 +141,9 @@ def connector_loads(
             m = memory.get((st.id, cid), ConnectorMemory())
             drawn = _drawn(st, cid, active, m, now, report_max_age_s)
             most = None
-            if cid in active and not _settled(st, drawn, m, now, now_s, metered_at):
-                most = m.draw_max_a(now_s)
-                most = setting.max_current_a if most is None else most
+            if cid in active:
+                report = _report(st, drawn, now, now_s, metered_at)
+                most = m.unsettled_max_a(now_s, report, setting.max_current_a)
             loads.append(
                 ConnectorLoad(
                     st.id,
@@ -146,34 +169,21 @@ def connector_loads(
     return tuple(loads)
 
 
-def _settled(
+def _report(
     st: StationState,
     drawn: tuple[float | None, float | None, float | None] | None,
-    m: ConnectorMemory,
     now: datetime,
     now_s: float,
     metered_at: datetime | None,
-) -> bool:
-    """Whether what the car draws is known: it is not following a new limit, or it has
-    reported since that it has followed it and the meter has been read after that.
-
-    While it follows, the meter and its reports disagree: after a reduction the meter
-    still sees the old draw for a while, after an increase it sees the new one before
-    the charger reports it. The allocator then keeps the non-EV load where it was
-    unless the meter rules that out (edge/control/allocator.py `_non_ev`). Taken as
-    building load, a reduction fed on itself (each accepted limit woke a cycle on the
-    same meter reading, which reduced again: one step of the building paused every
-    session within milliseconds) and an increase undid itself (every session went on
-    and off at the pace of `dwell_s`).
-    """
-    if not m.following(now_s):
-        return True
-    if drawn is None or st.current_at is None or m.pending_a is not None:
-        return False
-    if metered_at is None or metered_at < st.current_at:
-        return False  # the meter may not show yet what the report shows
+) -> tuple[float, float] | None:
+    """The station's report as (monotonic time, most amps of a phase), if the meter has
+    been read since it: before that, the meter may not show yet what the report shows."""
+    if drawn is None or st.current_at is None or metered_at is None:
+        return None
+    if metered_at < st.current_at:
+        return None
     report_s = now_s - (now - st.current_at).total_seconds()
-    return m.followed(report_s, max((v for v in drawn if v is not None), default=0.0))
+    return report_s, max((v for v in drawn if v is not None), default=0.0)
 
 
 def _drawn(
