@@ -178,7 +178,7 @@ async def test_the_site_stays_under_its_limit_through_steps_sessions_and_a_dead_
         await settle_until(lambda: limits(chargers)[:2] == [14.0, 14.0])
         await settle_until(lambda: max(plant.currents()) > cap - 1.0)
         # ... and have reported it: until then a rise of the import could be their own
-        # ramp (edge/state/load_view.py `_settled`), and a step would show only then.
+        # ramp (edge/state/load_view.py `unsettled_max_a`), and a step would show only then.
         await settle_until(lambda: reported(daemon, chargers[:2], 13.0))
 
         # The building jumps by 12 A: the cars must give way at once.
@@ -238,8 +238,7 @@ async def test_the_site_stays_under_its_limit_through_steps_sessions_and_a_dead_
 
     # Every change the chargers accepted is journaled and queued for the cloud.
     db = sqlite3.connect(daemon.config.store.path)
-    rows = db.execute("SELECT data FROM outbox WHERE type = 'load.limit.changed'").fetchall()
-    changes = [orjson.loads(r[0]) for r in rows]
+    changes = limit_changes(daemon)
     assert {c["station"] for c in changes} == {"LB0", "LB1", "LB2", "LB3"}
     assert {"fail-safe", "fair share", "idle"} <= {c["reason"] for c in changes}
     journal = db.execute("SELECT count(*) FROM events WHERE type = 'load.limit.changed'")
