@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import random
 import time
 import uuid
@@ -22,30 +23,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from edge.domain.units import iso_utc
-from edge.sim.profiles import VOLTS, Period, Profile, parse_profile, prevailing
-from edge.sim.settings import MAX_STACK_LEVEL, Setting, v2_settings, v16_settings
-from edge.sim.wire import Answer, CallFailed, Link, Payload
+from edge.sim import charger_commands
+from edge.sim.profiles import MAX_PURPOSES, VOLTS, Period, Profile, prevailing
+from edge.sim.settings import v2_settings, v16_settings
+from edge.sim.wire import CallFailed, Link, Payload, now_iso
 
 __all__ = ["CallFailed", "Connector", "Profile", "SimCharger", "SimStation"]
 
 BATTERY_WH = 60_000.0
 MIN_V2G_SOC = 20.0  # the car keeps this much for driving
-STEP_S = 0.05  # pause between the steps of a simulated firmware update or upload
-
-# Commands of one version only; every `_on_<Action>` handler serves the others for both.
-V16_ONLY = frozenset(
-    {
-        "RemoteStartTransaction",
-        "RemoteStopTransaction",
-        "GetConfiguration",
-        "ChangeConfiguration",
-        "GetDiagnostics",
-    }
-)
-V2_ONLY = frozenset(
-    {"RequestStartTransaction", "RequestStopTransaction", "GetVariables", "SetVariables", "GetLog"}
-)
 # 1.6 connector states that 2.x folds into Occupied (OCPP 2.0.1 ConnectorStatusEnumType).
 OCCUPIED = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing"})
 # 1.6 stop reasons to 2.x (triggerReason, stoppedReason).
@@ -59,14 +45,6 @@ V2_STOP = {
     "ImmediateReset": ("ResetCommand", "ImmediateReset"),
     "UnlockCommand": ("UnlockCommand", "Other"),
 }
-MAX_PURPOSES = frozenset(
-    {"ChargePointMaxProfile", "ChargingStationMaxProfile", "ChargingStationExternalConstraints"}
-)
-
-
-def now_iso() -> str:
-    """The current time as an OCPP dateTime."""
-    return iso_utc(datetime.now(UTC))
 
 
 @dataclass
@@ -229,7 +207,7 @@ class SimCharger:
             draw = min(draw, setpoint)
         return draw
 
-    def _settle(self, c: Connector) -> None:
+    def settle(self, c: Connector) -> None:
         """Integrate energy and SoC up to now; call before anything that changes the draw."""
         now = self.clock()
         hours, c.updated = max(now - c.updated, 0.0) / 3600, now
@@ -240,9 +218,9 @@ class SimCharger:
             c.export_wh -= wh
         c.soc = min(max(c.soc + wh / BATTERY_WH * 100, 0.0), 100.0)
 
-    def _settle_all(self) -> dict[int, float]:
+    def settle_all(self) -> dict[int, float]:
         for c in self.connectors.values():
-            self._settle(c)
+            self.settle(c)
         return {i: self.draw_a(i) for i in self.connectors}
 
     def _derived_status(self, c: Connector) -> str:
@@ -301,7 +279,8 @@ class SimCharger:
             # OCPP-J 1.6 §3.1.2: no agreed subprotocol means no OCPP on this connection.
             self.say(f"{self.cfg.id}: server did not accept ocpp{self.cfg.version}")
             raise CallFailed("subprotocol not accepted")
-        self._link = Link(ws, self.cfg.id, self._respond, v2=self.v2)
+        respond = functools.partial(charger_commands.respond, self)
+        self._link = Link(ws, self.cfg.id, respond, v2=self.v2)
         tasks = [
             asyncio.create_task(self._link.serve()),
             asyncio.create_task(self._lifecycle()),
@@ -328,7 +307,7 @@ class SimCharger:
     async def _lifecycle(self) -> None:
         await self._boot()
         for c in self.connectors.values():
-            await self._report(c, force=True)
+            await self.report(c, force=True)
         self.connected = True
         self._up.set()
         self.say(f"{self.cfg.id}: connected (OCPP {self.cfg.version})")
@@ -337,7 +316,7 @@ class SimCharger:
     async def _boot(self) -> None:
         """BootNotification until Accepted, waiting the interval the CSMS gives (OCPP 1.6 §4.2)."""
         while True:
-            if await self._send_boot(self._boot_reason):
+            if await self.send_boot(self._boot_reason):
                 self._boot_reason = "PowerUp"
                 return
             # OCPP 1.6 §4.2: interval 0 lets the charger choose its own wait.
@@ -350,7 +329,7 @@ class SimCharger:
             except TimeoutError:
                 continue
 
-    async def _send_boot(self, reason: str) -> bool:
+    async def send_boot(self, reason: str) -> bool:
         reply = await self.call("BootNotification", self._boot_payload(reason))
         self.boot_status = reply["status"]
         interval = int(reply.get("interval") or 0)
@@ -428,10 +407,10 @@ class SimCharger:
     async def plug_in(self, connector: int = 1) -> None:
         """Cable plugged: Preparing (1.6) / Occupied (2.x)."""
         c = self.connectors[connector]
-        self._settle(c)
+        self.settle(c)
         if not c.plugged:
             c.plugged, c.soc = True, round(self.rnd.uniform(20, 70), 1)
-        await self._report(c, force=True)
+        await self.report(c, force=True)
 
     async def set_status(self, connector: int, status: str, error_code: str = "NoError") -> None:
         """StatusNotification for a connector with exactly this status."""
@@ -454,7 +433,7 @@ class SimCharger:
             }
         await self.call("StatusNotification", payload)
 
-    async def _report(self, c: Connector, force: bool = False) -> None:
+    async def report(self, c: Connector, force: bool = False) -> None:
         """Report the derived status when it changed (2.x: when its 2.x name changed)."""
         status = self._derived_status(c)
         if force or self._wire_status(status) != self._wire_status(c.status):
@@ -491,7 +470,7 @@ class SimCharger:
             id_tag
         ):
             return None
-        self._settle(c)
+        self.settle(c)
         if self.v2:
             tx = await self._start_v2(c, id_tag, remote_start_id, remote)
         else:
@@ -530,7 +509,7 @@ class SimCharger:
             # OCPP 1.6 §9.1 StopTransactionOnInvalidId: the CSMS refused the tag after all.
             await self.stop(c.id, "DeAuthorized")
             return None
-        await self._report(c)
+        await self.report(c)
         return c.transaction
 
     async def _start_v2(
@@ -539,12 +518,12 @@ class SimCharger:
         c.transaction, c.seq_no, c.id_tag = uuid.uuid4().hex, 0, id_tag
         c.started, c.remote_start_id = datetime.now(UTC), remote_start_id
         trigger = "RemoteStart" if remote else "Authorized"
-        reply = await self._tx_event(c, "Started", trigger, id_token=True)
+        reply = await self.tx_event(c, "Started", trigger, id_token=True)
         info = reply.get("idTokenInfo") or {}
         if info.get("status", "Accepted") != "Accepted":
             await self.stop(c.id, "DeAuthorized")
             return None
-        await self._report(c)
+        await self.report(c)
         return c.transaction
 
     async def stop(self, connector: int = 1, reason: str = "Local") -> None:
@@ -552,18 +531,18 @@ class SimCharger:
         c = self.connectors[connector]
         if c.transaction is None:
             return
-        self._settle(c)
+        self.settle(c)
         try:
             if self.v2:
                 trigger, stopped = V2_STOP.get(reason, ("StopAuthorized", reason))
-                await self._tx_event(c, "Ended", trigger, stopped_reason=stopped)
+                await self.tx_event(c, "Ended", trigger, stopped_reason=stopped)
             else:
                 await self.call("StopTransaction", self._stop_payload(c, reason))
         finally:
             self._end(c)
         if not self.v2:
             await self.set_status(connector, "Finishing")
-        await self._report(c, force=self.v2)
+        await self.report(c, force=self.v2)
         self.say(f"{self.cfg.id}: session stopped on connector {connector} ({reason})")
         if self._reset_when_idle and all(x.transaction is None for x in self.connectors.values()):
             self._reset_when_idle = False
@@ -592,26 +571,26 @@ class SimCharger:
         """The car asks to feed back `amps` per phase (V2G stations only); 0 ends it."""
         c = self.connectors[connector]
         before = self.draw_a(connector)
-        self._settle(c)
+        self.settle(c)
         c.discharge_a = abs(amps) if self.cfg.v2g else 0.0
         if c.transaction is not None and self.draw_a(connector) != before:
-            await self._rate_changed(c)
+            await self.rate_changed(c)
 
     async def send_meter(self, connector: int = 1, energy_wh: float | None = None) -> None:
         """MeterValues (1.6, 2.x idle) or TransactionEvent(Updated) (2.x) with the readings."""
         c = self.connectors[connector]
-        self._settle(c)
+        self.settle(c)
         if energy_wh is not None:
             c.energy_wh = max(c.energy_wh, energy_wh)  # a meter never runs backwards
         if self.v2 and c.transaction is not None:
-            await self._tx_event(c, "Updated", "MeterValuePeriodic")
+            await self.tx_event(c, "Updated", "MeterValuePeriodic")
         elif self.v2:
-            meter = self._meter_value(c, "Sample.Periodic")
+            meter = self.meter_value(c, "Sample.Periodic")
             await self.call("MeterValues", {"evseId": c.id, "meterValue": [meter]})
         else:
             payload: Payload = {
                 "connectorId": c.id,
-                "meterValue": [self._meter_value(c, "Sample.Periodic")],
+                "meterValue": [self.meter_value(c, "Sample.Periodic")],
             }
             if c.transaction is not None:
                 payload["transactionId"] = int(c.transaction)
@@ -632,7 +611,7 @@ class SimCharger:
             out.append(("SoC", round(c.soc), "Percent", None, "EV"))
         return out
 
-    def _meter_value(self, c: Connector, context: str) -> Payload:
+    def meter_value(self, c: Connector, context: str) -> Payload:
         """One MeterValue: 1.6 §7.31 (string values, unit) or 2.x (numbers, unitOfMeasure)."""
         samples = []
         for measurand, value, unit, phase, location in self._samples(c):
@@ -648,7 +627,7 @@ class SimCharger:
             samples.append(sv)
         return {"timestamp": now_iso(), "sampledValue": samples}
 
-    async def _tx_event(
+    async def tx_event(
         self,
         c: Connector,
         event: str,
@@ -674,401 +653,28 @@ class SimCharger:
             "seqNo": c.seq_no,
             "transactionInfo": info,
             "evse": {"id": c.id, "connectorId": 1},
-            "meterValue": [self._meter_value(c, context.get(event, "Sample.Periodic"))],
+            "meterValue": [self.meter_value(c, context.get(event, "Sample.Periodic"))],
         }
         if id_token and c.id_tag:
             payload["idToken"] = self._token(c.id_tag)
         c.seq_no += 1
         return await self.call("TransactionEvent", payload)
 
-    async def _rate_changed(self, c: Connector) -> None:
+    async def rate_changed(self, c: Connector) -> None:
         """Tell the CSMS the draw changed: 2.x ChargingRateChanged, 1.6 a new status."""
         if self.v2:
-            await self._tx_event(c, "Updated", "ChargingRateChanged")
+            await self.tx_event(c, "Updated", "ChargingRateChanged")
         else:
-            await self._report(c)
+            await self.report(c)
 
-    # -- what the CSMS asks ------------------------------------------------------------
-
-    def _respond(self, action: str, payload: Payload) -> Answer | None:
-        """Answer a CSMS CALL; None means CALLERROR NotImplemented (OCPP-J 1.6 §4.2.3)."""
-        self.received.append((action, payload))
-        self.say(f"{self.cfg.id}: {action} from the central system")
-        handler: Callable[[Payload], Answer] | None = getattr(self, f"_on_{action}", None)
-        if handler is None or action in (V16_ONLY if self.v2 else V2_ONLY):
-            return None
-        return handler(payload)
-
-    def _free_connector(self, wanted: int | None) -> Connector | None:
-        if wanted is not None:
-            c = self.connectors.get(wanted)
-            return c if c and c.transaction is None and c.operative else None
-        return next(
-            (c for c in self.connectors.values() if c.transaction is None and c.operative), None
-        )
-
-    def _find_tx(self, tx: Any) -> Connector | None:
-        return next((c for c in self.connectors.values() if c.transaction == str(tx)), None)
-
-    def _on_RemoteStartTransaction(self, p: Payload) -> Answer:
-        c = self._free_connector(p.get("connectorId"))
-        if c is None:
-            return {"status": "Rejected"}, None
-        return {"status": "Accepted"}, lambda: self._remote_start(
-            c.id, p["idTag"], None, p.get("chargingProfile")
-        )
-
-    def _on_RequestStartTransaction(self, p: Payload) -> Answer:
-        c = self._free_connector(p.get("evseId"))
-        if c is None:
-            return {"status": "Rejected"}, None
-        return {"status": "Accepted"}, lambda: self._remote_start(
-            c.id, p["idToken"]["idToken"], p["remoteStartId"], p.get("chargingProfile")
-        )
-
-    async def _remote_start(
-        self, connector: int, id_tag: str, remote_start_id: int | None, profile: Payload | None
-    ) -> None:
-        tx = await self.start(connector, id_tag, remote_start_id=remote_start_id, remote=True)
-        if tx is not None and profile is not None:
-            # OCPP 1.6 §5.11: a TxProfile sent with the remote start applies to this session.
-            c = self.connectors[connector]
-            self._settle(c)
-            self._install(parse_profile(profile, connector, self.cfg.phases))
-            await self._rate_changed(c)
-
-    def _on_RemoteStopTransaction(self, p: Payload) -> Answer:
-        return self._remote_stop(p["transactionId"])
-
-    def _on_RequestStopTransaction(self, p: Payload) -> Answer:
-        return self._remote_stop(p["transactionId"])
-
-    def _remote_stop(self, tx: Any) -> Answer:
-        c = self._find_tx(tx)
-        if c is None:
-            return {"status": "Rejected"}, None
-        return {"status": "Accepted"}, lambda: self.stop(c.id, "Remote")
-
-    def _on_Reset(self, p: Payload) -> Answer:
-        busy = any(c.transaction is not None for c in self.connectors.values())
-        if self.v2 and p["type"] == "OnIdle" and busy:
-            self._reset_when_idle = True  # OCPP 2.0.1 B12: reset once the sessions end
-            return {"status": "Scheduled"}, None
-        reason = "ImmediateReset" if self.v2 else f"{p['type']}Reset"
-        return {"status": "Accepted"}, lambda: self._reset(reason)
-
-    async def _reset(self, reason: str) -> None:
-        # OCPP 1.6 §5.14: stop the sessions, then restart and boot again.
+    async def reset(self, reason: str) -> None:
+        """Stop the sessions, then restart and boot again (OCPP 1.6 §5.14)."""
         for c in self.connectors.values():
             if c.transaction is not None:
                 await self.stop(c.id, reason)
         self._boot_reason = "RemoteReset"
         self._reboot.set()
 
-    def _on_UnlockConnector(self, p: Payload) -> Answer:
-        connector = p["evseId"] if self.v2 else p["connectorId"]
-        c = self.connectors.get(connector)
-        if c is None:
-            return {"status": "UnknownConnector" if self.v2 else "NotSupported"}, None
-        if c.transaction is not None:
-            if self.v2:  # OCPP 2.0.1 F05.FR.02
-                return {"status": "OngoingAuthorizedTransaction"}, None
-            # OCPP 1.6 §5.18: unlocking stops the session first.
-            return {"status": "Unlocked"}, lambda: self.stop(c.id, "UnlockCommand")
-        return {"status": "Unlocked"}, None
-
-    def _on_ChangeAvailability(self, p: Payload) -> Answer:
-        if self.v2:
-            operative = p["operationalStatus"] == "Operative"
-            target = (p.get("evse") or {}).get("id", 0)
-        else:
-            operative, target = p["type"] == "Operative", p["connectorId"]
-        if target and target not in self.connectors:
-            return {"status": "Rejected"}, None
-        targets = [self.connectors[target]] if target else list(self.connectors.values())
-        scheduled = False
-        for c in targets:
-            self._settle(c)
-            if not operative and c.transaction is not None:
-                c.inoperative_later, scheduled = True, True  # OCPP 1.6 §5.2: after the session
-            else:
-                c.operative, c.inoperative_later = operative, False
-
-        async def report() -> None:
-            for c in targets:
-                await self._report(c)
-
-        return {"status": "Scheduled" if scheduled else "Accepted"}, report
-
-    def _on_TriggerMessage(self, p: Payload) -> Answer:
-        message = p["requestedMessage"]
-        wanted = (p.get("evse") or {}).get("id") if self.v2 else p.get("connectorId")
-        if wanted and wanted not in self.connectors:
-            return {"status": "Rejected"}, None
-        targets = [self.connectors[wanted]] if wanted else list(self.connectors.values())
-        action = self._triggered(message, targets)
-        if action is None:
-            return {"status": "NotImplemented"}, None
-        return {"status": "Accepted"}, action
-
-    def _triggered(self, message: str, targets: list[Connector]) -> Callable[[], Any] | None:
-        """The follow-up for a TriggerMessage (OCPP 1.6 §5.17, 2.0.1 F06)."""
-        idle = "Idle"
-        if message == "BootNotification":
-            return lambda: self._send_boot("Triggered")
-        if message == "Heartbeat":
-            return self.heartbeat
-        if message == "StatusNotification":
-            return lambda: self._each(targets, lambda c: self.set_status(c.id, c.status))
-        if message == "MeterValues":
-            return lambda: self._each(targets, self._triggered_meter)
-        if message == "TransactionEvent" and self.v2:
-            busy = [c for c in targets if c.transaction is not None]
-            return lambda: self._each(busy, lambda c: self._tx_event(c, "Updated", "Trigger"))
-        if message == "FirmwareStatusNotification":
-            return lambda: self.call("FirmwareStatusNotification", {"status": idle})
-        if message == "DiagnosticsStatusNotification" and not self.v2:
-            return lambda: self.call("DiagnosticsStatusNotification", {"status": idle})
-        if message == "LogStatusNotification" and self.v2:
-            return lambda: self.call("LogStatusNotification", {"status": idle})
-        return None
-
-    @staticmethod
-    async def _each(targets: list[Connector], send: Callable[[Connector], Any]) -> None:
-        for c in targets:
-            await send(c)
-
-    async def _triggered_meter(self, c: Connector) -> None:
-        self._settle(c)
-        meter = self._meter_value(c, "Trigger")
-        if self.v2:
-            await self.call("MeterValues", {"evseId": c.id, "meterValue": [meter]})
-            return
-        payload: Payload = {"connectorId": c.id, "meterValue": [meter]}
-        if c.transaction is not None:
-            payload["transactionId"] = int(c.transaction)
-        await self.call("MeterValues", payload)
-
-    def _on_GetConfiguration(self, p: Payload) -> Answer:
-        keys = p.get("key") or list(self.settings)
-        known = [
-            {"key": k, "readonly": self.settings[k].readonly, "value": self.settings[k].value}
-            for k in keys
-            if k in self.settings
-        ]
-        unknown = [k for k in keys if k not in self.settings]
-        return {"configurationKey": known, **({"unknownKey": unknown} if unknown else {})}, None
-
-    def _on_ChangeConfiguration(self, p: Payload) -> Answer:
-        setting = self.settings.get(p["key"])
-        if setting is None:
-            return {"status": "NotSupported"}, None
-        if setting.readonly or not setting.accepts(p["value"]):
-            return {"status": "Rejected"}, None
-        setting.value = p["value"]
-        return {"status": "Accepted"}, None
-
-    def _variable(self, d: Payload) -> tuple[str, Setting | None]:
-        """(attributeStatus if unknown, setting) for a 2.x component/variable pair."""
-        component, variable = d["component"]["name"], d["variable"]["name"]
-        if not any(k.startswith(f"{component}.") for k in self.settings):
-            return "UnknownComponent", None
-        setting = self.settings.get(f"{component}.{variable}")
-        return ("Accepted", setting) if setting else ("UnknownVariable", None)
-
-    def _on_GetVariables(self, p: Payload) -> Answer:
-        results = []
-        for d in p["getVariableData"]:
-            status, setting = self._variable(d)
-            result: Payload = {"component": d["component"], "variable": d["variable"]}
-            if d.get("attributeType", "Actual") != "Actual" and setting:
-                status = "NotSupportedAttributeType"
-            result["attributeStatus"] = status
-            if status == "Accepted" and setting:
-                result["attributeValue"] = setting.value
-            results.append(result)
-        return {"getVariableResult": results}, None
-
-    def _on_SetVariables(self, p: Payload) -> Answer:
-        results = []
-        for d in p["setVariableData"]:
-            status, setting = self._variable(d)
-            if setting is not None and d.get("attributeType", "Actual") != "Actual":
-                status = "NotSupportedAttributeType"
-            elif setting is not None and (
-                setting.readonly or not setting.accepts(d["attributeValue"])
-            ):
-                status = "Rejected"
-            elif setting is not None:
-                setting.value = d["attributeValue"]
-            results.append(
-                {"attributeStatus": status, "component": d["component"], "variable": d["variable"]}
-            )
-        return {"setVariableResult": results}, None
-
-    def _on_ClearCache(self, p: Payload) -> Answer:
-        return {"status": "Accepted"}, None
-
-    def _on_SendLocalList(self, p: Payload) -> Answer:
-        version = p["versionNumber"] if self.v2 else p["listVersion"]
-        if p["updateType"] == "Differential" and version <= self.local_list_version:
-            return {"status": "VersionMismatch"}, None  # OCPP 1.6 §5.15
-        if p["updateType"] == "Full":
-            self.local_list.clear()
-        for entry in p.get("localAuthorizationList") or []:
-            tag = entry["idToken"]["idToken"] if self.v2 else entry["idTag"]
-            info = entry.get("idTokenInfo" if self.v2 else "idTagInfo")
-            if info is None:
-                self.local_list.pop(tag, None)
-            else:
-                self.local_list[tag] = info["status"]
-        self.local_list_version = version
-        return {"status": "Accepted"}, None
-
-    def _on_GetLocalListVersion(self, p: Payload) -> Answer:
-        key = "versionNumber" if self.v2 else "listVersion"
-        return {key: self.local_list_version}, None
-
-    def _on_UpdateFirmware(self, p: Payload) -> Answer:
-        extra = {"requestId": p["requestId"]} if self.v2 else {}
-
-        async def progress() -> None:
-            for status in ("Downloading", "Downloaded", "Installing", "Installed"):
-                await asyncio.sleep(STEP_S)
-                await self.call("FirmwareStatusNotification", {"status": status, **extra})
-
-        # OCPP 1.6 §6.52: UpdateFirmware.conf has no fields.
-        return ({"status": "Accepted"} if self.v2 else {}), progress
-
-    def _on_GetDiagnostics(self, p: Payload) -> Answer:
-        async def upload() -> None:
-            for status in ("Uploading", "Uploaded"):
-                await asyncio.sleep(STEP_S)
-                await self.call("DiagnosticsStatusNotification", {"status": status})
-
-        return {"fileName": f"{self.cfg.id}-diagnostics.log"}, upload
-
-    def _on_GetLog(self, p: Payload) -> Answer:
-        async def upload() -> None:
-            for status in ("Uploading", "Uploaded"):
-                await asyncio.sleep(STEP_S)
-                payload = {"status": status, "requestId": p["requestId"]}
-                await self.call("LogStatusNotification", payload)
-
-        return {"status": "Accepted", "filename": f"{self.cfg.id}.log"}, upload
-
-    def _on_SetChargingProfile(self, p: Payload) -> Answer:
-        if self.v2:
-            raw, connector = p["chargingProfile"], p["evseId"]
-        else:
-            raw, connector = p["csChargingProfiles"], p["connectorId"]
-        profile = parse_profile(raw, connector, self.cfg.phases)
-        if not self._supported(raw) or not self._acceptable(profile):
-            return {"status": "Rejected"}, None
-        before = self._settle_all()
-        self._install(profile)
-        return {"status": "Accepted"}, self._after_limits(before)
-
-    def _supported(self, raw: Payload) -> bool:
-        """The rate unit and period count this charger model takes (OCPP 1.6 §3.13.5)."""
-        schedules = raw["chargingSchedule"]
-        for schedule in schedules if isinstance(schedules, list) else [schedules]:
-            if schedule["chargingRateUnit"] not in self.cfg.profile_units:
-                return False
-            if len(schedule["chargingSchedulePeriod"]) > self.cfg.max_periods:
-                return False
-        return True
-
-    def _acceptable(self, profile: Profile) -> bool:
-        """OCPP 1.6 §3.13.1 / 2.0.1 K01 rules on where a profile may go."""
-        c = self.connectors.get(profile.connector)
-        if profile.connector and c is None:
-            return False
-        if profile.stack_level > MAX_STACK_LEVEL or not profile.periods:
-            return False
-        if profile.purpose in MAX_PURPOSES:
-            return profile.connector == 0
-        if profile.purpose == "TxProfile":
-            return (
-                c is not None
-                and c.transaction is not None
-                and profile.transaction in (None, c.transaction)
-            )
-        return True
-
-    def _install(self, profile: Profile) -> None:
-        """Same id, or same purpose and stack level on the connector, is replaced."""
-        self.profiles = [
-            p
-            for p in self.profiles
-            if p.id != profile.id
-            and not (
-                p.connector == profile.connector
-                and p.purpose == profile.purpose
-                and p.stack_level == profile.stack_level
-            )
-        ]
-        self.profiles.append(profile)
-
-    def _after_limits(self, before: dict[int, float]) -> Callable[[], Any]:
-        async def notify() -> None:
-            for i, c in self.connectors.items():
-                if c.transaction is not None and self.draw_a(i) != before[i]:
-                    await self._rate_changed(c)
-
-        return notify
-
-    def _on_ClearChargingProfile(self, p: Payload) -> Answer:
-        if self.v2:
-            wanted_id = p.get("chargingProfileId")
-            criteria = p.get("chargingProfileCriteria") or {}
-            connector = criteria.get("evseId")
-        else:
-            wanted_id, criteria, connector = p.get("id"), p, p.get("connectorId")
-        purpose, stack = criteria.get("chargingProfilePurpose"), criteria.get("stackLevel")
-
-        def matches(prof: Profile) -> bool:
-            if wanted_id is not None:
-                return bool(prof.id == wanted_id)
-            return (
-                (connector is None or prof.connector == connector)
-                and (purpose is None or prof.purpose == purpose)
-                and (stack is None or prof.stack_level == stack)
-            )
-
-        before = self._settle_all()
-        kept = [prof for prof in self.profiles if not matches(prof)]
-        if len(kept) == len(self.profiles):
-            return {"status": "Unknown"}, None
-        self.profiles = kept
-        return {"status": "Accepted"}, self._after_limits(before)
-
-    def _on_GetCompositeSchedule(self, p: Payload) -> Answer:
-        connector = p["evseId"] if self.v2 else p["connectorId"]
-        if connector and connector not in self.connectors:
-            return {"status": "Rejected"}, None
-        unit = p.get("chargingRateUnit") or "A"
-        amps = (
-            self.limit_a[connector]
-            if connector
-            else min(self.limit_a.values(), default=self.cfg.max_current_a)
-        )
-        limit = amps * VOLTS * self.cfg.phases if unit == "W" else amps
-        period = {"startPeriod": 0, "limit": round(limit, 1), "numberPhases": self.cfg.phases}
-        schedule: Payload = {
-            "duration": p["duration"],
-            "chargingRateUnit": unit,
-            "chargingSchedulePeriod": [period],
-        }
-        if self.v2:
-            composite = {"evseId": connector, "scheduleStart": now_iso(), **schedule}
-            return {"status": "Accepted", "schedule": composite}, None
-        return {
-            "status": "Accepted",
-            "connectorId": connector,
-            "scheduleStart": now_iso(),
-            "chargingSchedule": schedule,
-        }, None
-
-    def _on_DataTransfer(self, p: Payload) -> Answer:
-        return {"status": "UnknownVendorId"}, None
+    def reset_when_idle(self) -> None:
+        """Reset once the last session ends (OCPP 2.0.1 B12 OnIdle)."""
+        self._reset_when_idle = True

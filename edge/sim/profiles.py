@@ -11,6 +11,10 @@ from typing import Any
 from edge.domain.units import parse_time
 from edge.sim.wire import Payload
 
+# Purposes that cap the whole station rather than set a session's limit.
+MAX_PURPOSES = frozenset(
+    {"ChargePointMaxProfile", "ChargingStationMaxProfile", "ChargingStationExternalConstraints"}
+)
 VOLTS = 230.0  # OCPP 1.6 §3.13.3: W limits convert with the set voltage of the area
 
 

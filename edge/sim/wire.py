@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+
+from edge.domain.units import iso_utc
 
 Payload = dict[str, Any]
 # An answer to a CALL: the CALLRESULT payload and an optional follow-up run after it is sent.
@@ -24,6 +27,11 @@ Answer = tuple[Payload, FollowUp | None]
 Responder = Callable[[str, Payload], Answer | None]
 
 CALL, RESULT, ERROR = 2, 3, 4
+
+
+def now_iso() -> str:
+    """The current time as an OCPP dateTime."""
+    return iso_utc(datetime.now(UTC))
 
 
 class CallFailed(Exception):
