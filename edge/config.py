@@ -222,6 +222,9 @@ class LoadConfig(Section):
     # a charger falls back to the fail-safe current this long after edge last wrote its
     # limit (edge rewrites it at two thirds of this); 0 turns the fall-back period off
     fallback_after_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # s between the MeterValues edge asks each charger for during a session, with the
+    # car's current in them (edge/ocpp/metering.py); 0 leaves the chargers' settings alone
+    meter_values_interval_s: Annotated[int, Field(ge=0, le=3600)] = 10
 
 
 class CircuitConfig(Section):

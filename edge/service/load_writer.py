@@ -24,7 +24,7 @@ from edge.domain.load import Setpoint
 from edge.domain.station import OcppVersion
 from edge.errors import DeviceError
 from edge.metrics import Metrics
-from edge.ocpp import charger_profile, charging
+from edge.ocpp import charger_profile, charging, metering
 from edge.ocpp.commands import Outbound
 from edge.state.load_view import ConnectorMemory, Key, connectors_of
 from edge.state.registry import Registry
@@ -75,6 +75,7 @@ class LimitWriter:
         self.context = context  # site figures recorded with each change
         self.wanted: dict[str, dict[int, Setpoint]] = {}
         self.max_due: set[str] = set()
+        self.metering_due: set[str] = set()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.failed_until: dict[str, float] = {}
         self.quirks: dict[str, charger_profile.ChargingQuirks] = {}
@@ -86,9 +87,10 @@ class LimitWriter:
             self.wanted.setdefault(sp.station, {})[sp.connector] = sp
 
     def reset(self, station: str) -> None:
-        """A station (re)connected or booted: its max profile is due, its quirks and
-        failures are forgotten."""
+        """A station (re)connected or booted: its max profile and metering settings are
+        due, its quirks and failures are forgotten."""
         self.max_due.add(station)
+        self.metering_due.add(station)
         self.quirks.pop(station, None)
         self.failed_until.pop(station, None)
 
@@ -132,6 +134,11 @@ class LimitWriter:
             await self.store.write(lambda c: record_limit_changes(c, changes, now))
         if changes:
             self.on_written()  # what was held for this one may be due now
+        if station in self.metering_due:
+            # After the limits: a charger slow to answer these must not hold them back.
+            self.metering_due.discard(station)
+            if self.config.load.meter_values_interval_s:
+                await self._configure_metering(station, version)
 
     def quirks_of(self, station: str) -> charger_profile.ChargingQuirks:
         quirks = self.quirks.get(station)
@@ -191,6 +198,44 @@ class LimitWriter:
             log.info("load.max_profile.set", station=station, limit_a=amps)
         elif status is not None:
             log.warning("load.max_profile.rejected", station=station, status=status)
+
+    async def _configure_metering(self, station: str, version: OcppVersion) -> None:
+        """Have the charger report its car's current often enough (edge/ocpp/metering.py)."""
+        response = await self._ask(station, metering.read_call(version))
+        if response is None:
+            return
+        current = metering.parse_read(version, response)
+        for which, value in metering.changes(current, self.config.load.meter_values_interval_s):
+            name = metering.setting_name(version, which)
+            answer = await self._ask(station, metering.write_call(version, which, value))
+            if answer is None:
+                return
+            status = metering.write_status(version, answer)
+            if status == "Accepted":
+                log.info("load.metering.set", station=station, setting=name, value=value)
+            elif status == "RebootRequired":
+                log.warning(
+                    "load.metering.reboot_required", station=station, setting=name, value=value
+                )
+            else:
+                # Without Current.Import its cars' draw counts as building load.
+                log.warning(
+                    "load.metering.refused",
+                    station=station,
+                    setting=name,
+                    value=value,
+                    status=status,
+                )
+
+    async def _ask(self, station: str, out: Outbound) -> dict[str, Any] | None:
+        """A CALL whose failure only costs what it would have set; logged, never raised."""
+        try:
+            return await self.chargers.call(
+                station, out.action, out.payload, timeout=LIMIT_TIMEOUT_S
+            )
+        except DeviceError as exc:
+            log.warning("load.metering.unanswered", station=station, error=str(exc))
+            return None
 
     async def _send_limit(
         self, version: OcppVersion, sp: Setpoint, quirks: charger_profile.ChargingQuirks

@@ -68,6 +68,9 @@ class SimStation:
     # real charger's ChargingScheduleAllowedChargingRateUnit / ChargingScheduleMaxPeriods)
     profile_units: tuple[str, ...] = ("A", "W")
     max_periods: int = 24
+    # what it samples at first (MeterValuesSampledData / TxUpdatedMeasurands, CSL);
+    # None: energy, power, current and SoC (and the export register on a V2G station)
+    measurands: str | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Connector:
 HEARTBEAT = ("HeartbeatInterval", "OCPPCommCtrlr.HeartbeatInterval")
 METER = ("MeterValueSampleInterval", "SampledDataCtrlr.TxUpdatedInterval")
 AUTH_REMOTE = ("AuthorizeRemoteTxRequests", "AuthCtrlr.AuthorizeRemoteStart")
+SAMPLED = ("MeterValuesSampledData", "SampledDataCtrlr.TxUpdatedMeasurands")
 
 
 class SimCharger:
@@ -609,7 +613,8 @@ class SimCharger:
             out.append(("Energy.Active.Export.Register", round(c.export_wh, 1), "Wh", None, None))
         if c.plugged:
             out.append(("SoC", round(c.soc), "Percent", None, "EV"))
-        return out
+        sampled = {m.strip() for m in self._setting(SAMPLED).split(",")}
+        return [sample for sample in out if sample[0] in sampled]
 
     def meter_value(self, c: Connector, context: str) -> Payload:
         """One MeterValue: 1.6 §7.31 (string values, unit) or 2.x (numbers, unitOfMeasure)."""

@@ -28,9 +28,16 @@ class Setting:
         return len(value) <= 500
 
 
+def measurands(cfg: SimStation) -> str:
+    """What the station samples at first (CSL)."""
+    if cfg.measurands is not None:
+        return cfg.measurands
+    sampled = "Energy.Active.Import.Register,Current.Import,Power.Active.Import,SoC"
+    return sampled + ",Energy.Active.Export.Register" if cfg.v2g else sampled
+
+
 def v16_settings(cfg: SimStation) -> dict[str, Setting]:
     """A realistic OCPP 1.6 key store (OCPP 1.6 §9.1 core, §9.4 smart charging keys)."""
-    measurands = "Energy.Active.Import.Register,Current.Import,Power.Active.Import,SoC"
     return {
         "AuthorizeRemoteTxRequests": Setting("false", kind="bool"),
         "ChargeProfileMaxStackLevel": Setting(str(MAX_STACK_LEVEL), True, "int"),
@@ -46,7 +53,7 @@ def v16_settings(cfg: SimStation) -> dict[str, Setting]:
         "LocalPreAuthorize": Setting("false", kind="bool"),
         "MaxChargingProfilesInstalled": Setting("10", True, "int"),
         "MeterValueSampleInterval": Setting(str(int(cfg.meter_interval_s)), kind="int"),
-        "MeterValuesSampledData": Setting(measurands),
+        "MeterValuesSampledData": Setting(measurands(cfg)),
         "NumberOfConnectors": Setting(str(cfg.connectors), True, "int"),
         "ResetRetries": Setting("3", kind="int"),
         "SendLocalListMaxLength": Setting("100", True, "int"),
@@ -69,9 +76,7 @@ def v2_settings(cfg: SimStation) -> dict[str, Setting]:
         "OCPPCommCtrlr.WebSocketPingInterval": Setting("20", kind="int"),
         "SampledDataCtrlr.TxUpdatedInterval": Setting(str(int(cfg.meter_interval_s)), kind="int"),
         "SampledDataCtrlr.TxEndedInterval": Setting("0", kind="int"),
-        "SampledDataCtrlr.TxUpdatedMeasurands": Setting(
-            "Energy.Active.Import.Register,Current.Import,Power.Active.Import,SoC"
-        ),
+        "SampledDataCtrlr.TxUpdatedMeasurands": Setting(measurands(cfg)),
         "AuthCtrlr.AuthorizeRemoteStart": Setting("false", kind="bool"),
         "AuthCtrlr.LocalAuthorizeOffline": Setting("true", kind="bool"),
         "LocalAuthListCtrlr.Enabled": Setting("true", kind="bool"),
