@@ -121,6 +121,7 @@ async def plant_running(
     versions: list[str],
     extra: str = "",
     fallback_after_s: float = 30.0,
+    **station: Any,
 ) -> AsyncIterator[tuple[Plant, Daemon, list[SimCharger]]]:
     meter = SimMeter(load_profile("eastron-sdm630"))
     bus = SimBus([meter])
@@ -128,8 +129,9 @@ async def plant_running(
     plant = Plant(meter)
     feeder = asyncio.create_task(plant.feed())
     site = await start_site(load_toml(port, extra, fallback_after_s))
+    defaults = {"ramp_s": RAMP, "meter_interval_s": 1, **station}
     chargers = [
-        SimCharger(SimStation(id=f"LB{i}", version=v, ramp_s=RAMP, meter_interval_s=1), site.url)
+        SimCharger(SimStation(**{**defaults, "id": f"LB{i}", "version": v}), site.url)
         for i, v in enumerate(versions)
     ]
     plant.chargers = chargers
@@ -295,6 +297,32 @@ async def test_the_cars_own_ramps_are_not_taken_for_building_load(
             ("LB0", 8.0),
             ("LB1", 8.0),
         ], after
+
+
+async def test_chargers_that_sample_only_energy_are_balanced_without_pauses(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    """Factory settings of many chargers: the energy register only, once a minute. Their
+    cars' draw then counted as building load, and each session's limit chased its own
+    draw: paused, resumed after dwell_s, paused again. Edge has them report Current.Import
+    (here every second, to keep the test short) and the sessions settle at their share."""
+    factory: dict[str, Any] = {
+        "measurands": "Energy.Active.Import.Register",
+        "meter_interval_s": 60,
+    }
+    extra = "meter_values_interval_s = 1\n"
+    versions = ["1.6", "2.0.1"]
+    async with plant_running(start_site, tmp_path, versions, extra, **factory) as running:
+        _, daemon, chargers = running
+        for c in chargers:
+            await c.start(1, "CARD")
+        await settle_until(lambda: limits(chargers) == [14.0, 14.0])
+        await settle_until(lambda: reported(daemon, chargers, 13.0))
+        # Ten times dwell_s: a session chasing its own draw would have been paused by now.
+        await asyncio.sleep(5.0)
+        assert limits(chargers) == [14.0, 14.0]
+        changes = limit_changes(daemon)
+        assert not [c for c in changes if c["reason"] == "min-current pause"], changes
 
 
 async def test_a_charger_gets_a_station_max_profile_and_falls_back_by_itself(

@@ -5,6 +5,8 @@ reconnect), then the newest wanted limit of each connector, trying the charger
 profile's `on_reject` variants in turn. A charger that does not answer, or rejects
 every variant, is left alone for BACKOFF_S and counts as unresponsive meanwhile (it
 keeps its last limit in the allocation). Accepted changes are journaled together.
+After a boot or a reconnect it also has the charger sample its car's current
+(edge/ocpp/metering.py).
 """
 
 from __future__ import annotations
@@ -134,8 +136,9 @@ class LimitWriter:
             await self.store.write(lambda c: record_limit_changes(c, changes, now))
         if changes:
             self.on_written()  # what was held for this one may be due now
-        if station in self.metering_due:
-            # After the limits: a charger slow to answer these must not hold them back.
+        if station in self.metering_due and not self.failing(station):
+            # After the limits, and not while the charger fails them: a charger slow to
+            # answer these must not hold its limits back.
             self.metering_due.discard(station)
             if self.config.load.meter_values_interval_s:
                 await self._configure_metering(station, version)

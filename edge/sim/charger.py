@@ -141,6 +141,7 @@ class SimCharger:
         self._up = asyncio.Event()
         self._accepted = asyncio.Event()
         self._reboot = asyncio.Event()
+        self._retime = asyncio.Event()
         self._reset_when_idle = False
         self._boot_reason = "PowerUp"
         self._boot_interval = 0
@@ -370,7 +371,10 @@ class SimCharger:
             meter_s = int(self._setting(METER)) or 86400  # 0 switches sampling off
             beat_at, meter_at = max(beat_at, loop.time()), max(meter_at, loop.time())
             next_beat, next_meter = beat_at + beat_s, meter_at + meter_s
-            await asyncio.sleep(max(min(next_beat, next_meter) - loop.time(), 0.0))
+            self._retime.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(min(next_beat, next_meter) - loop.time(), 0.0)):
+                    await self._retime.wait()  # an interval changed: plan anew
             now = loop.time()
             if now >= next_beat:
                 beat_at = now
@@ -683,3 +687,7 @@ class SimCharger:
     def reset_when_idle(self) -> None:
         """Reset once the last session ends (OCPP 2.0.1 B12 OnIdle)."""
         self._reset_when_idle = True
+
+    def retime(self) -> None:
+        """A heartbeat or sampling interval changed: the next ones follow it at once."""
+        self._retime.set()

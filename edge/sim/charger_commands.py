@@ -223,6 +223,7 @@ def _change_configuration(ch: SimCharger, p: Payload) -> Answer:
     if setting.readonly or not setting.accepts(p["value"]):
         return {"status": "Rejected"}, None
     setting.value = p["value"]
+    ch.retime()
     return {"status": "Accepted"}, None
 
 
@@ -259,6 +260,7 @@ def _set_variables(ch: SimCharger, p: Payload) -> Answer:
             status = "Rejected"
         elif setting is not None:
             setting.value = d["attributeValue"]
+            ch.retime()
         results.append(
             {"attributeStatus": status, "component": d["component"], "variable": d["variable"]}
         )
