@@ -231,13 +231,14 @@ class LimitWriter:
                 )
 
     async def _ask(self, station: str, out: Outbound) -> dict[str, Any] | None:
-        """A CALL whose failure only costs what it would have set; logged, never raised."""
+        """A CALL whose failure (no connection, no answer, a CALLERROR) only costs what it
+        would have set: logged, never raised."""
         try:
             return await self.chargers.call(
                 station, out.action, out.payload, timeout=LIMIT_TIMEOUT_S
             )
         except DeviceError as exc:
-            log.warning("load.metering.unanswered", station=station, error=str(exc))
+            log.warning("load.metering.failed", station=station, error=str(exc))
             return None
 
     async def _send_limit(
