@@ -244,6 +244,8 @@ def _limit_cell(s: dict[str, Any]) -> str:
         return "-"
     reason = s.get("limit_reason")
     error = " !" if s.get("limit_error") else ""
+    if s.get("metering_error"):  # e.g. its cars' current is not reported
+        error += f" (metering: {s['metering_error']})"
     return f"{limit:g} ({reason}){error}" if reason else f"{limit:g}{error}"
 
 

@@ -14,6 +14,7 @@ from edge.ocpp import metering, schemas
 from edge.ocpp.metering import INTERVAL, MEASURANDS, Sampling
 from edge.sim.charger import SimCharger, SimStation
 from tests.conftest import StartSite
+from tests.test_meters_daemon import api, edge_cli
 from tests.test_sim import until
 
 ENERGY = "Energy.Active.Import.Register"
@@ -104,6 +105,7 @@ async def test_a_charger_sampling_energy_only_is_made_to_report_the_cars_current
                 break
             await asyncio.sleep(0.05)
         assert state.current_a == pytest.approx(3 * charger.draw_a(1))
+        assert state.metering_error is None
     finally:
         await charger.close()
         await runner
@@ -124,6 +126,13 @@ async def test_a_charger_that_refuses_is_named_and_still_balanced(start_site: St
         assert refused["station"] == "CP16"
         assert refused["setting"] == "MeterValuesSampledData"
         assert refused["status"] == "Rejected"
+        # The site manager sees it too, in the API and in `edge stations`.
+        status, station = await api(site, "/api/v1/stations/CP16")
+        assert status == 200
+        assert station["metering_error"] == "MeterValuesSampledData Rejected"
+        code, out = await edge_cli("stations", "--api", site.api)
+        assert code == 0
+        assert "(metering: MeterValuesSampledData Rejected)" in out
         assert charger.settings["MeterValuesSampledData"].value == ENERGY
         assert charger.settings["MeterValueSampleInterval"].value == "5"  # already often enough
     finally:

@@ -203,16 +203,22 @@ class LimitWriter:
             log.warning("load.max_profile.rejected", station=station, status=status)
 
     async def _configure_metering(self, station: str, version: OcppVersion) -> None:
-        """Have the charger report its car's current often enough (edge/ocpp/metering.py)."""
-        response = await self._ask(station, metering.read_call(version))
+        """Have the charger report its car's current often enough (edge/ocpp/metering.py);
+        what it refuses shows in the station's `metering_error`."""
+        st = self.registry.station(station)
+        read = metering.read_call(version)
+        response = await self._ask(station, read)
         if response is None:
+            st.metering_error = f"{read.action} failed"
             return
         current = metering.parse_read(version, response)
+        refused = []
         for which, value in metering.changes(current, self.config.load.meter_values_interval_s):
             name = metering.setting_name(version, which)
             answer = await self._ask(station, metering.write_call(version, which, value))
-            if answer is None:
-                return
+            if answer is None:  # not answering: the rest would fail the same way
+                refused.append(f"{name} failed")
+                break
             status = metering.write_status(version, answer)
             if status == "Accepted":
                 log.info("load.metering.set", station=station, setting=name, value=value)
@@ -222,6 +228,7 @@ class LimitWriter:
                 )
             else:
                 # Without Current.Import its cars' draw counts as building load.
+                refused.append(f"{name} {status}")
                 log.warning(
                     "load.metering.refused",
                     station=station,
@@ -229,6 +236,7 @@ class LimitWriter:
                     value=value,
                     status=status,
                 )
+        st.metering_error = ", ".join(refused) or None
 
     async def _ask(self, station: str, out: Outbound) -> dict[str, Any] | None:
         """A CALL whose failure (no connection, no answer, a CALLERROR) only costs what it

@@ -66,6 +66,8 @@ class StationState:
     current_at: datetime | None = None  # when the charger last reported it
     limit_since: datetime | None = None
     limit_error: str | None = None  # why the last limit could not be written
+    # why edge could not have the charger report its car's current (edge/ocpp/metering.py)
+    metering_error: str | None = None
     # per connector: (limit A, reason) as the load balancer last wrote it
     limits: dict[int, tuple[float, str]] = field(default_factory=dict)
 
@@ -86,6 +88,7 @@ class StationState:
             "limit_a": self.limit_a,
             "limit_reason": self.limit_reason,
             "limit_error": self.limit_error,
+            "metering_error": self.metering_error,
             "current_a": self.current_a,
             "phase_current_a": list(self.phase_current_a) if self.phase_current_a else None,
             "connectors": [
