@@ -268,6 +268,22 @@ def limit_changes(daemon: Daemon) -> list[dict[str, Any]]:
     return [orjson.loads(r[0]) for r in rows]
 
 
+async def charge_at_share(
+    daemon: Daemon, chargers: list[SimCharger], hold_s: float
+) -> list[dict[str, Any]]:
+    """Start a session on each of two chargers: both settle at 14 A, report drawing it
+    and keep it `hold_s`, and nobody was paused on the way. The limit changes so far."""
+    for c in chargers:
+        await c.start(1, "CARD")
+    await settle_until(lambda: limits(chargers) == [14.0, 14.0])
+    await settle_until(lambda: reported(daemon, chargers, 13.0))
+    await asyncio.sleep(hold_s)
+    assert limits(chargers) == [14.0, 14.0]
+    changes = limit_changes(daemon)
+    assert not [c for c in changes if c["reason"] == "min-current pause"], changes
+    return changes
+
+
 async def test_the_cars_own_ramps_are_not_taken_for_building_load(
     start_site: StartSite, tmp_path: Path
 ) -> None:
@@ -277,15 +293,7 @@ async def test_the_cars_own_ramps_are_not_taken_for_building_load(
     paused the session again at the next cycle, and a reduction fed on itself until
     every session was paused."""
     async with plant_running(start_site, tmp_path, ["1.6", "2.0.1"]) as (plant, daemon, chargers):
-        for c in chargers:
-            await c.start(1, "CARD")
-        await settle_until(lambda: limits(chargers) == [14.0, 14.0])
-        # Both cars draw their 14 A and have reported it, and nobody was paused on the way.
-        await settle_until(lambda: reported(daemon, chargers, 13.0))
-        await asyncio.sleep(1.0)
-        assert limits(chargers) == [14.0, 14.0]
-        started = limit_changes(daemon)
-        assert not [c for c in started if c["reason"] == "min-current pause"], started
+        started = await charge_at_share(daemon, chargers, hold_s=1.0)
 
         plant.building = [22.0, 22.0, 22.0]  # 38 - 22 = 16 A of room: 8 A each
         await settle_until(lambda: limits(chargers) == [8.0, 8.0])
@@ -314,15 +322,8 @@ async def test_chargers_that_sample_only_energy_are_balanced_without_pauses(
     versions = ["1.6", "2.0.1"]
     async with plant_running(start_site, tmp_path, versions, extra, **factory) as running:
         _, daemon, chargers = running
-        for c in chargers:
-            await c.start(1, "CARD")
-        await settle_until(lambda: limits(chargers) == [14.0, 14.0])
-        await settle_until(lambda: reported(daemon, chargers, 13.0))
         # Ten times dwell_s: a session chasing its own draw would have been paused by now.
-        await asyncio.sleep(5.0)
-        assert limits(chargers) == [14.0, 14.0]
-        changes = limit_changes(daemon)
-        assert not [c for c in changes if c["reason"] == "min-current pause"], changes
+        await charge_at_share(daemon, chargers, hold_s=5.0)
 
 
 async def test_a_charger_gets_a_station_max_profile_and_falls_back_by_itself(
