@@ -3,6 +3,7 @@
 A good citizen: one outstanding CALL at a time (OCPP-J 1.6 §4.1.1), a schema-valid answer
 to every command it knows and CALLERROR NotImplemented for the rest, charging limits
 followed, an energy register integrated from what it draws, reconnects with backoff.
+The answers to the central system's commands are in edge/sim/charger_commands.py.
 """
 
 from __future__ import annotations
