@@ -22,29 +22,13 @@ if TYPE_CHECKING:
 
 STEP_S = 0.05  # pause between the steps of a simulated firmware update or upload
 
-# Commands of one version only; every other handler serves both.
-V16_ONLY = frozenset(
-    {
-        "RemoteStartTransaction",
-        "RemoteStopTransaction",
-        "GetConfiguration",
-        "ChangeConfiguration",
-        "GetDiagnostics",
-    }
-)
-V2_ONLY = frozenset(
-    {"RequestStartTransaction", "RequestStopTransaction", "GetVariables", "SetVariables", "GetLog"}
-)
-
 
 def respond(ch: SimCharger, action: str, payload: Payload) -> Answer | None:
     """Answer a central system's CALL; None means CALLERROR NotImplemented (OCPP-J 1.6 §4.2.3)."""
     ch.received.append((action, payload))
     ch.say(f"{ch.cfg.id}: {action} from the central system")
-    handler = _HANDLERS.get(action)
-    if handler is None or action in (V16_ONLY if ch.v2 else V2_ONLY):
-        return None
-    return handler(ch, payload)
+    handler = (_V2_HANDLERS if ch.v2 else _V16_HANDLERS).get(action)
+    return None if handler is None else handler(ch, payload)
 
 
 def _free_connector(ch: SimCharger, wanted: int | None) -> Connector | None:
@@ -448,27 +432,36 @@ def _data_transfer(ch: SimCharger, p: Payload) -> Answer:
     return {"status": "UnknownVendorId"}, None
 
 
-_HANDLERS: dict[str, Callable[[SimCharger, Payload], Answer]] = {
-    "RemoteStartTransaction": _remote_start_transaction,
-    "RequestStartTransaction": _request_start_transaction,
-    "RemoteStopTransaction": _remote_stop_transaction,
-    "RequestStopTransaction": _request_stop_transaction,
+_Handler = Callable[["SimCharger", Payload], Answer]
+
+# Commands both versions have, then each version's own.
+_COMMON: dict[str, _Handler] = {
     "Reset": _reset,
     "UnlockConnector": _unlock_connector,
     "ChangeAvailability": _change_availability,
     "TriggerMessage": _trigger_message,
-    "GetConfiguration": _get_configuration,
-    "ChangeConfiguration": _change_configuration,
-    "GetVariables": _get_variables,
-    "SetVariables": _set_variables,
     "ClearCache": _clear_cache,
     "SendLocalList": _send_local_list,
     "GetLocalListVersion": _get_local_list_version,
     "UpdateFirmware": _update_firmware,
-    "GetDiagnostics": _get_diagnostics,
-    "GetLog": _get_log,
     "SetChargingProfile": _set_charging_profile,
     "ClearChargingProfile": _clear_charging_profile,
     "GetCompositeSchedule": _get_composite_schedule,
     "DataTransfer": _data_transfer,
+}
+_V16_HANDLERS: dict[str, _Handler] = {
+    **_COMMON,
+    "RemoteStartTransaction": _remote_start_transaction,
+    "RemoteStopTransaction": _remote_stop_transaction,
+    "GetConfiguration": _get_configuration,
+    "ChangeConfiguration": _change_configuration,
+    "GetDiagnostics": _get_diagnostics,
+}
+_V2_HANDLERS: dict[str, _Handler] = {
+    **_COMMON,
+    "RequestStartTransaction": _request_start_transaction,
+    "RequestStopTransaction": _request_stop_transaction,
+    "GetVariables": _get_variables,
+    "SetVariables": _set_variables,
+    "GetLog": _get_log,
 }
