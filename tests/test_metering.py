@@ -15,7 +15,7 @@ from edge.ocpp.metering import INTERVAL, MEASURANDS, Sampling
 from edge.sim.charger import SimCharger, SimStation
 from tests.conftest import StartSite
 from tests.test_meters_daemon import api, edge_cli
-from tests.test_sim import until
+from tests.test_sim import online, until
 
 ENERGY = "Energy.Active.Import.Register"
 LOAD = "\n[load]\ngrid_limit_a = 40\nperiod_s = 0.2\n"
@@ -89,10 +89,7 @@ async def test_a_charger_sampling_energy_only_is_made_to_report_the_cars_current
     site = await start_site(LOAD)
     station = "CP16" if version == "1.6" else "CP201"
     cfg = SimStation(id=station, version=version, measurands=f"{ENERGY},SoC", meter_interval_s=60)
-    charger = SimCharger(cfg, site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    async with online(SimCharger(cfg, site.url)) as charger:
         await until(lambda: charger.settings[keys[0]].value == f"{ENERGY},SoC,Current.Import")
         await until(lambda: charger.settings[keys[1]].value == "10")
         # What the car draws now reaches the balancer and `edge stations` (current_a);
@@ -106,52 +103,40 @@ async def test_a_charger_sampling_energy_only_is_made_to_report_the_cars_current
             await asyncio.sleep(0.05)
         assert state.current_a == pytest.approx(3 * charger.draw_a(1))
         assert state.metering_error is None
-    finally:
-        await charger.close()
-        await runner
 
 
 async def test_a_charger_that_refuses_is_named_and_still_balanced(start_site: StartSite) -> None:
     site = await start_site(LOAD)
     charger = SimCharger(SimStation(id="CP16", measurands=ENERGY, meter_interval_s=5), site.url)
     charger.settings["MeterValuesSampledData"].readonly = True
-    runner = asyncio.create_task(charger.run())
-    try:
-        with capture_logs() as logs:
-            await charger.wait_connected()
+    with capture_logs() as logs:
+        async with online(charger):
             await charger.start(1, "TAG1")
             await until(lambda: any(e["event"] == "load.metering.refused" for e in logs))
             await until(lambda: any(a == "SetChargingProfile" for a, _ in charger.received[-3:]))
-        refused = next(e for e in logs if e["event"] == "load.metering.refused")
-        assert refused["station"] == "CP16"
-        assert refused["setting"] == "MeterValuesSampledData"
-        assert refused["status"] == "Rejected"
-        # The site manager sees it too, in the API and in `edge stations`.
-        status, station = await api(site, "/api/v1/stations/CP16")
-        assert status == 200
-        assert station["metering_error"] == "MeterValuesSampledData Rejected"
-        code, out = await edge_cli("stations", "--api", site.api)
-        assert code == 0
-        assert "(metering: MeterValuesSampledData Rejected)" in out
-        assert charger.settings["MeterValuesSampledData"].value == ENERGY
-        assert charger.settings["MeterValueSampleInterval"].value == "5"  # already often enough
-    finally:
-        await charger.close()
-        await runner
+            refused = next(e for e in logs if e["event"] == "load.metering.refused")
+            assert refused["station"] == "CP16"
+            assert refused["setting"] == "MeterValuesSampledData"
+            assert refused["status"] == "Rejected"
+            # The site manager sees it too, in the API and in `edge stations`.
+            status, station = await api(site, "/api/v1/stations/CP16")
+            assert status == 200
+            assert station["metering_error"] == "MeterValuesSampledData Rejected"
+            code, out = await edge_cli("stations", "--api", site.api)
+            assert code == 0
+            assert "(metering: MeterValuesSampledData Rejected)" in out
+            assert charger.settings["MeterValuesSampledData"].value == ENERGY
+            # already often enough
+            assert charger.settings["MeterValueSampleInterval"].value == "5"
 
 
 async def test_metering_is_left_alone_when_switched_off(start_site: StartSite) -> None:
     site = await start_site(LOAD + "meter_values_interval_s = 0\n")
-    charger = SimCharger(SimStation(id="CP16", measurands=ENERGY, meter_interval_s=60), site.url)
-    runner = asyncio.create_task(charger.run())
-    try:
-        await charger.wait_connected()
+    cfg = SimStation(id="CP16", measurands=ENERGY, meter_interval_s=60)
+    async with online(SimCharger(cfg, site.url)) as charger:
         await charger.start(1, "TAG1")
         await until(lambda: any(a == "SetChargingProfile" for a, _ in charger.received))
         await asyncio.sleep(0.5)  # a few control periods: nothing else is asked
         asked = {a for a, _ in charger.received}
         assert asked == {"SetChargingProfile"}
         assert charger.settings["MeterValuesSampledData"].value == ENERGY
-    finally:
-        await charger.close()
-        await runner

@@ -92,7 +92,8 @@ class LimitWriter:
         """A station (re)connected or booted: its max profile and metering settings are
         due, its quirks and failures are forgotten."""
         self.max_due.add(station)
-        self.metering_due.add(station)
+        if self.config.load.meter_values_interval_s:
+            self.metering_due.add(station)
         self.quirks.pop(station, None)
         self.failed_until.pop(station, None)
 
@@ -140,8 +141,7 @@ class LimitWriter:
             # After the limits, and not while the charger fails them: a charger slow to
             # answer these must not hold its limits back.
             self.metering_due.discard(station)
-            if self.config.load.meter_values_interval_s:
-                await self._configure_metering(station, version)
+            await self._configure_metering(station, version)
 
     def quirks_of(self, station: str) -> charger_profile.ChargingQuirks:
         quirks = self.quirks.get(station)
