@@ -173,6 +173,16 @@ def st_clear_limit(ctx: typer.Context) -> None:
     send(ctx, "clear_limit", {})
 
 
+@station_command(station_app, "schedule")
+def st_schedule(
+    ctx: typer.Context,
+    connector: int = typer.Option(0, "--connector", help="0 = the whole station (2.x: EVSE)"),
+    duration: int = typer.Option(3600, "--duration", help="seconds from now"),
+) -> None:
+    """The limits the charger will apply (GetCompositeSchedule)."""
+    send(ctx, "composite_schedule", {"connector": connector, "duration_s": duration})
+
+
 @station_command(station_app, "firmware")
 def st_firmware(
     ctx: typer.Context,
@@ -193,6 +203,12 @@ def st_diagnostics(ctx: typer.Context, url: str = typer.Argument(...)) -> None:
 def st_local_list(ctx: typer.Context) -> None:
     """Send the gateway's local authorization list to the charger (SendLocalList, full)."""
     send(ctx, "send_local_list", {})
+
+
+@station_command(station_app, "local-list-version")
+def st_local_list_version(ctx: typer.Context) -> None:
+    """The version of the charger's local authorization list (GetLocalListVersion)."""
+    send(ctx, "local_list_version", {})
 
 
 @station_command(station_app, "clear-cache")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,49 @@ def test_command_outcomes_have_distinct_exit_codes(
     assert results["timeout"].returncode == 5 and "no answer" in results["timeout"].stderr
     bad = edge("station", "CP1", "availability", "1", "sideways", "--config", c)
     assert bad.returncode in (2, 3)
+
+
+def test_schedule_and_local_list_version_print_the_chargers_answer(
+    daemon: tuple[DaemonProcess, Path, int],
+) -> None:
+    _, config, ocpp = daemon
+    c = str(config)
+    schedule = {
+        "status": "Accepted",
+        "connectorId": 1,
+        "scheduleStart": "2026-12-04T10:00:00Z",
+        "chargingSchedule": {
+            "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 13.0}],
+        },
+    }
+
+    async def with_charger() -> tuple[list[list[Any]], list[subprocess.CompletedProcess[str]]]:
+        charger = await RawCharger.connect(f"ws://127.0.0.1:{ocpp}/ocpp", "CP2")
+        await charger.call("BootNotification", BOOT_16)
+        calls, outs = [], []
+        for args, answer in (
+            (("schedule", "--connector", "1", "--duration", "600"), schedule),
+            (("local-list-version",), {"listVersion": 7}),
+        ):
+            run = asyncio.create_task(
+                asyncio.to_thread(edge, "station", "CP2", *args, "--config", c)
+            )
+            frame = await charger.next_call()
+            await charger.answer(frame, answer)
+            calls.append(frame)
+            outs.append(await run)
+        await charger.close()
+        return calls, outs
+
+    calls, (sched, version) = asyncio.run(with_charger())
+    assert calls[0][2:] == ["GetCompositeSchedule", {"connectorId": 1, "duration": 600}]
+    assert sched.returncode == 0, sched.stderr
+    assert "GetCompositeSchedule -> Accepted" in sched.stdout
+    assert '"limit": 13.0' in sched.stdout
+    assert calls[1][2:] == ["GetLocalListVersion", {}]
+    assert version.returncode == 0, version.stderr
+    assert '"listVersion": 7' in version.stdout
 
 
 def test_daemon_unreachable_is_69(tmp_path: Path) -> None:
