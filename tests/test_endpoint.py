@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import ssl
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
+from edge.config import parse_config
 from edge.ocpp import connection, websocket
+from edge.service import daemon as daemon_module
+from edge.service.daemon import Daemon
 from tests.certs import make_certs
 from tests.conftest import RunningSite, StartSite, site_config
 from tests.peer import BOOT_2, BOOT_16, RawCharger
@@ -357,6 +361,23 @@ async def test_metrics_count_connections_messages_errors_and_commits(site: Runni
     async with aiohttp.ClientSession() as http, http.get(f"{site.api}/health/ready") as resp:
         assert resp.status == 200
     await charger.close()
+
+
+async def test_the_collector_is_left_as_it_was_found_when_the_last_daemon_stops(
+    tmp_path: Path,
+) -> None:
+    before = gc.get_threshold()
+    assert before != daemon_module.GC_THRESHOLDS
+    first = Daemon(parse_config(site_config(tmp_path / "a")))
+    second = Daemon(parse_config(site_config(tmp_path / "b")))
+    await first.start()
+    await second.start()
+    assert gc.get_threshold() == daemon_module.GC_THRESHOLDS
+    await first.stop()
+    assert gc.get_threshold() == daemon_module.GC_THRESHOLDS, "the second still runs"
+    await second.stop()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 def _call(uid: str) -> bytes:

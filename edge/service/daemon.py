@@ -90,6 +90,7 @@ class Daemon:
         self.api_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._tuned_gc = False
 
     async def start(self) -> None:
         """Open the store, restore state, listen for chargers and for the API."""
@@ -150,7 +151,8 @@ class Daemon:
         # event loop's time. Most per-message objects die by reference count within a
         # round trip; a larger young generation lets them go before the collector ever
         # walks them. Cyclic garbage may wait that many allocations longer.
-        gc.set_threshold(*GC_THRESHOLDS)
+        _tune_gc()
+        self._tuned_gc = True
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(warm_validators(), name="warm-validators"))
         log.info(
@@ -227,7 +229,31 @@ class Daemon:
             await self.api_runner.cleanup()  # type: ignore[attr-defined]
         if self.store is not None:
             await self.store.close()
+        if self._tuned_gc:
+            _untune_gc()
         log.info("daemon.stopped")
+
+
+# The collector is the process's. The first daemon to start tunes it and the last to stop
+# leaves it as it was found, for whatever runs on (a test, an embedding program).
+_gc_saved = gc.get_threshold()
+_gc_users = 0
+
+
+def _tune_gc() -> None:
+    global _gc_users, _gc_saved
+    if _gc_users == 0:
+        _gc_saved = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
+    _gc_users += 1
+
+
+def _untune_gc() -> None:
+    global _gc_users
+    _gc_users -= 1
+    if _gc_users == 0:
+        gc.unfreeze()
+        gc.set_threshold(*_gc_saved)
 
 
 HOT_ACTIONS = (
