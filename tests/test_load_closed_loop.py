@@ -8,9 +8,10 @@ within a control period plus the charger ramp, and the fail-safe must take over 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from edge.sim.charger import SimCharger, SimStation
 from edge.sim.meter import SimBus, SimMeter
 from tests.conftest import StartSite
 from tests.test_meters_daemon import edge_cli
+from tests.wait import until
 
 GRID_LIMIT = 40.0
 MARGIN = 2.0
@@ -148,11 +150,7 @@ async def plant_running(
         await bus.stop()
 
 
-async def settle_until(check: Callable[[], bool], timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the site did not settle"
-        await asyncio.sleep(0.05)
+settle_until = functools.partial(until, timeout=8.0, what="the site did not settle")
 
 
 def limits(chargers: list[SimCharger]) -> list[float]:

@@ -15,7 +15,8 @@ from edge.ocpp.metering import INTERVAL, MEASURANDS, Sampling
 from edge.sim.charger import SimCharger, SimStation
 from tests.conftest import StartSite
 from tests.test_meters_daemon import api, edge_cli
-from tests.test_sim import online, until
+from tests.test_sim import online
+from tests.wait import until
 
 ENERGY = "Energy.Active.Import.Register"
 LOAD = "\n[load]\ngrid_limit_a = 40\nperiod_s = 0.2\n"

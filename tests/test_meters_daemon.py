@@ -6,7 +6,6 @@ import asyncio
 import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from edge.modbus.profile import parse_profile
 from edge.sim.meter import SimBus, SimMeter
 from tests.conftest import RunningSite, StartSite, site_config
 from tests.test_modbus_codec import PROFILE
+from tests.wait import until
 
 GRID = {
     "voltage_l1": 231.2,
@@ -46,16 +46,6 @@ async def edge_cli(*args: str) -> tuple[int, str]:
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode()
-
-
-async def until(check: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 def meters_toml(profile: Path, port: int, extra: str = "") -> str:

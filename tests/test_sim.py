@@ -37,6 +37,7 @@ from edge.sim.charger import SimCharger, SimStation
 from edge.sim.fleet import fleet_stations, run_fleet
 from edge.sim.profiles import Profile, parse_period, parse_profile
 from tests.conftest import RunningSite
+from tests.wait import until
 
 Payload = dict[str, Any]
 
@@ -910,13 +911,6 @@ async def post(site: RunningSite, station: str, command: str, body: dict[str, An
 async def sessions(site: RunningSite) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{site.api}/api/v1/sessions") as resp:
         return await resp.json()  # type: ignore[no-any-return]
-
-
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.broker import Broker, Subscriber, needs_mosquitto, publish
 from tests.conftest import RunningSite, StartSite
 from tests.peer import BOOT_16, RawCharger
 from tests.test_meters_daemon import edge_cli
+from tests.wait import until
 
 pytestmark = needs_mosquitto
 
@@ -32,13 +32,6 @@ def uplink_toml(port: int) -> str:
 def backlog(site: RunningSite) -> int:
     with sqlite3.connect(site.db) as db:
         return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-
-
-async def until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def post(site: RunningSite, path: str) -> Any:

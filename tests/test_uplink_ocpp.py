@@ -28,7 +28,8 @@ from tests.broker import free_port
 from tests.conftest import RunningSite, StartSite
 from tests.test_meters_daemon import edge_cli
 from tests.test_sim import LibraryCsms, Peer16, online
-from tests.test_uplink_mqtt import post, until
+from tests.test_uplink_mqtt import post
+from tests.wait import until
 
 
 @contextlib.asynccontextmanager
