@@ -285,6 +285,7 @@ class SimCharger:
             # OCPP-J 1.6 §3.1.2: no agreed subprotocol means no OCPP on this connection.
             self.say(f"{self.cfg.id}: server did not accept ocpp{self.cfg.version}")
             raise CallFailed("subprotocol not accepted")
+        self.say(f"{self.cfg.id}: connected (OCPP {self.cfg.version})")
         respond = functools.partial(charger_commands.respond, self)
         self._link = Link(ws, self.cfg.id, respond, v2=self.v2)
         tasks = [
@@ -303,7 +304,7 @@ class SimCharger:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _offline(self) -> None:
-        if self.connected:
+        if self._link is not None:
             self.say(f"{self.cfg.id}: disconnected")
         self.connected = False
         self._up.clear()
@@ -316,7 +317,6 @@ class SimCharger:
             await self.report(c, force=True)
         self.connected = True
         self._up.set()
-        self.say(f"{self.cfg.id}: connected (OCPP {self.cfg.version})")
         await self._tick()
 
     async def _boot(self) -> None:
