@@ -128,4 +128,18 @@ def decode_one(q: Quantity, image: Image) -> float | None:
         if sf == SUNSSF_NOT_IMPLEMENTED or not -10 <= sf <= 10:
             return None
         value *= 10.0**sf
-    return value
+    return _as_meant(value, raw, q.type)
+
+
+def _as_meant(value: float, raw: float, data_type: str) -> float:
+    """`value` to the digits its register carries: about 7 significant ones for a float32,
+    as many as the integer has for an integer type. Binary scaling adds noise beyond them
+    (231.8160400390625 V for a float32 231.816, 230.10000000000002 for 2301 x 0.1); status,
+    the API and the cloud get the value the meter meant."""
+    if data_type == "float32":
+        digits = 7
+    elif data_type == "float64":
+        digits = 15
+    else:
+        digits = len(str(abs(int(raw))))
+    return float(f"{value:.{digits}g}")
