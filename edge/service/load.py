@@ -412,7 +412,7 @@ class LoadController:
             "strategy": self.policy.strategy,
             "margin_a": self.policy.margin_a,
             "ev_allocated_a": list(a.ev_allocated_a) if a else None,
-            "available_a": list(a.available_a) if a and a.available_a else None,
+            "available_a": [round(x, 2) for x in a.available_a] if a and a.available_a else None,
             "failsafe": bool(a and a.failsafe),
             "circuits": [
                 {"id": cid, "limit_a": limit, "parent": parent, "meter": meter}
