@@ -35,6 +35,10 @@ LOAD = "\n[load]\ngrid_limit_a = 40\nperiod_s = 0.2\n"
         (Sampling(("Current.Import", ENERGY), 10), []),
         (Sampling(("Current.Import", ENERGY), 0), [(INTERVAL, "10")]),  # 0: sampling off
         (Sampling(None, None), [(MEASURANDS, f"Current.Import,{ENERGY}"), (INTERVAL, "10")]),
+        # a list the charger has room for (MeterValuesSampledDataMaxLength) ...
+        (Sampling((ENERGY,), 10, 2), [(MEASURANDS, f"{ENERGY},Current.Import")]),
+        # ... and one it has not: nothing the operator chose is dropped to make room
+        (Sampling(("SoC", "Voltage"), 10, 3), []),
     ],
 )
 def test_only_what_is_missing_is_changed(
@@ -69,12 +73,14 @@ def test_the_calls_are_schema_valid_and_the_answers_read(version: OcppVersion) -
     else:
         answer = {
             "configurationKey": [
-                {"key": "MeterValuesSampledData", "readonly": False, "value": f"{ENERGY}, SoC"}
+                {"key": "MeterValuesSampledData", "readonly": False, "value": f"{ENERGY}, SoC"},
+                {"key": "MeterValuesSampledDataMaxLength", "readonly": True, "value": "4"},
             ],
             "unknownKey": ["MeterValueSampleInterval"],
         }
     schemas.validate_response(version, metering.read_call(version).action, answer)
-    assert metering.parse_read(version, answer) == Sampling((ENERGY, "SoC"), None)
+    expected = Sampling((ENERGY, "SoC"), None, None if version.is_v2 else 4)
+    assert metering.parse_read(version, answer) == expected
 
 
 @pytest.mark.parametrize(
@@ -129,6 +135,29 @@ async def test_a_charger_that_refuses_is_named_and_still_balanced(start_site: St
             assert charger.settings["MeterValuesSampledData"].value == ENERGY
             # already often enough
             assert charger.settings["MeterValueSampleInterval"].value == "5"
+
+
+async def test_a_list_the_charger_has_no_room_for_is_not_asked_for(
+    start_site: StartSite,
+) -> None:
+    site = await start_site(LOAD)
+    cfg = SimStation(id="CP16", measurands="SoC,Voltage", meter_interval_s=60)
+    charger = SimCharger(cfg, site.url)
+    charger.settings["MeterValuesSampledDataMaxLength"].value = "3"
+    with capture_logs() as logs:
+        async with online(charger):
+            await until(lambda: charger.settings["MeterValueSampleInterval"].value == "10")
+            await until(lambda: any(e["event"] == "load.metering.refused" for e in logs))
+            refused = next(e for e in logs if e["event"] == "load.metering.refused")
+            assert (refused["status"], refused["max_length"]) == ("TooLong", 3)
+            assert refused["value"] == f"SoC,Voltage,Current.Import,{ENERGY}"
+            _, station = await api(site, "/api/v1/stations/CP16")
+            assert station["metering_error"] == (
+                "MeterValuesSampledData would hold 4, the charger takes 3"
+            )
+            changed = [p["key"] for a, p in charger.received if a == "ChangeConfiguration"]
+            assert changed == ["MeterValueSampleInterval"]
+            assert charger.settings["MeterValuesSampledData"].value == "SoC,Voltage"
 
 
 async def test_metering_is_left_alone_when_switched_off(start_site: StartSite) -> None:

@@ -469,6 +469,8 @@ async def test_every_1_6_command_gets_a_valid_answer(csms: LibraryCsms) -> None:
         assert (await ask(change(key="HeartbeatInterval", value="60"))).status == "Accepted"
         assert (await ask(change(key="NumberOfConnectors", value="4"))).status == "Rejected"
         assert (await ask(change(key="NoSuchKey", value="1"))).status == "NotSupported"
+        nine = ",".join(["Voltage"] * 9)  # MeterValuesSampledDataMaxLength is 8
+        assert (await ask(change(key="MeterValuesSampledData", value=nine))).status == "Rejected"
         assert charger.settings["HeartbeatInterval"].value == "60"
         assert (await ask(call16.UnlockConnector(connector_id=1))).status == "Unlocked"
         assert (await ask(call16.ClearCache())).status == "Accepted"

@@ -8,7 +8,8 @@ then chases its own draw. Edge reads the charger's settings when it connects or 
 adds only what is missing, keeping every measurand the charger already samples:
 
 - OCPP 1.6 §4.7 and §9.1 (Core Profile keys): MeterValuesSampledData (CSL; empty means
-  the energy register), MeterValueSampleInterval (s; 0 sends no sampled data);
+  the energy register), MeterValueSampleInterval (s; 0 sends no sampled data), and the
+  read-only MeterValuesSampledDataMaxLength (the most measurands the list may hold);
 - OCPP 2.0.1 J02, Appendix SampledDataCtrlr: TxUpdatedMeasurands (MemberList),
   TxUpdatedInterval (s).
 
@@ -29,6 +30,7 @@ NEEDED = ("Current.Import", "Energy.Active.Import.Register")
 MEASURANDS = "measurands"
 INTERVAL = "interval"
 _V16_KEYS = {MEASURANDS: "MeterValuesSampledData", INTERVAL: "MeterValueSampleInterval"}
+_V16_MAX_LENGTH = "MeterValuesSampledDataMaxLength"
 _V2_VARIABLES = {MEASURANDS: "TxUpdatedMeasurands", INTERVAL: "TxUpdatedInterval"}
 _V2_COMPONENT = "SampledDataCtrlr"
 
@@ -39,6 +41,7 @@ class Sampling:
 
     measurands: tuple[str, ...] | None
     interval_s: int | None
+    max_measurands: int | None = None  # 1.6 MeterValuesSampledDataMaxLength
 
 
 def setting_name(version: OcppVersion, which: str) -> str:
@@ -56,12 +59,13 @@ def read_call(version: OcppVersion) -> Outbound:
             for name in _V2_VARIABLES.values()
         ]
         return Outbound("GetVariables", {"getVariableData": data})
-    return Outbound("GetConfiguration", {"key": list(_V16_KEYS.values())})
+    return Outbound("GetConfiguration", {"key": [*_V16_KEYS.values(), _V16_MAX_LENGTH]})
 
 
 def parse_read(version: OcppVersion, response: dict[str, Any]) -> Sampling:
     """The charger's answer to `read_call` as a Sampling."""
     values: dict[str, str] = {}
+    max_length = ""
     if version.is_v2:
         names = {v: k for k, v in _V2_VARIABLES.items()}
         for result in response.get("getVariableResult") or []:
@@ -75,6 +79,8 @@ def parse_read(version: OcppVersion, response: dict[str, Any]) -> Sampling:
             which = keys.get(entry.get("key"))
             if which and entry.get("value") is not None:
                 values[which] = entry["value"]
+            elif entry.get("key") == _V16_MAX_LENGTH:
+                max_length = (entry.get("value") or "").strip()
     measurands = values.get(MEASURANDS)
     interval = values.get(INTERVAL, "").strip()
     return Sampling(
@@ -82,7 +88,22 @@ def parse_read(version: OcppVersion, response: dict[str, Any]) -> Sampling:
         if measurands is not None
         else None,
         int(interval) if interval.isdigit() else None,
+        int(max_length) if max_length.isdigit() else None,
     )
+
+
+def wanted_measurands(current: Sampling) -> tuple[str, ...]:
+    """What the charger samples, with what load balancing needs added at the end."""
+    have = current.measurands or ()
+    return (*have, *(m for m in NEEDED if m not in have))
+
+
+def too_many(current: Sampling) -> int | None:
+    """How many measurands the addition would make, where that is more than the charger
+    takes: then edge does not ask, rather than drop one the operator chose."""
+    wanted = len(wanted_measurands(current))
+    limit = current.max_measurands
+    return wanted if limit is not None and wanted > limit else None
 
 
 def changes(current: Sampling, interval_s: int) -> list[tuple[str, str]]:
@@ -90,10 +111,9 @@ def changes(current: Sampling, interval_s: int) -> list[tuple[str, str]]:
     charger samples, and the interval where it is off (0), unknown or longer than asked.
     A charger that samples more often is left so."""
     out: list[tuple[str, str]] = []
-    have = current.measurands or ()
-    missing = [m for m in NEEDED if m not in have]
-    if missing:
-        out.append((MEASURANDS, ",".join((*have, *missing))))
+    wanted = wanted_measurands(current)
+    if wanted != (current.measurands or ()) and too_many(current) is None:
+        out.append((MEASURANDS, ",".join(wanted)))
     if current.interval_s is None or current.interval_s == 0 or current.interval_s > interval_s:
         out.append((INTERVAL, str(interval_s)))
     return out

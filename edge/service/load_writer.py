@@ -213,6 +213,18 @@ class LimitWriter:
             return
         current = metering.parse_read(version, response)
         refused = []
+        count = metering.too_many(current)
+        if count is not None:
+            name = metering.setting_name(version, metering.MEASURANDS)
+            refused.append(f"{name} would hold {count}, the charger takes {current.max_measurands}")
+            log.warning(
+                "load.metering.refused",
+                station=station,
+                setting=name,
+                value=",".join(metering.wanted_measurands(current)),
+                status="TooLong",
+                max_length=current.max_measurands,
+            )
         for which, value in metering.changes(current, self.config.load.meter_values_interval_s):
             name = metering.setting_name(version, which)
             answer = await self._ask(station, metering.write_call(version, which, value))

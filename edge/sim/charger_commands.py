@@ -206,9 +206,17 @@ def _change_configuration(ch: SimCharger, p: Payload) -> Answer:
         return {"status": "NotSupported"}, None
     if setting.readonly or not setting.accepts(p["value"]):
         return {"status": "Rejected"}, None
+    if p["key"] == "MeterValuesSampledData" and _too_long(ch, p["value"]):
+        return {"status": "Rejected"}, None
     setting.value = p["value"]
     ch.retime()
     return {"status": "Accepted"}, None
+
+
+def _too_long(ch: SimCharger, measurands: str) -> bool:
+    """OCPP 1.6 §9.1: MeterValuesSampledData holds at most MeterValuesSampledDataMaxLength."""
+    limit = ch.settings.get("MeterValuesSampledDataMaxLength")
+    return limit is not None and len(measurands.split(",")) > int(limit.value)
 
 
 def _variable(ch: SimCharger, d: Payload) -> tuple[str, Setting | None]:

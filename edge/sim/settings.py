@@ -54,6 +54,7 @@ def v16_settings(cfg: SimStation) -> dict[str, Setting]:
         "MaxChargingProfilesInstalled": Setting("10", True, "int"),
         "MeterValueSampleInterval": Setting(str(int(cfg.meter_interval_s)), kind="int"),
         "MeterValuesSampledData": Setting(measurands(cfg)),
+        "MeterValuesSampledDataMaxLength": Setting("8", True, "int"),
         "NumberOfConnectors": Setting(str(cfg.connectors), True, "int"),
         "ResetRetries": Setting("3", kind="int"),
         "SendLocalListMaxLength": Setting("100", True, "int"),
