@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Literal, get_args, get_origin
 
@@ -17,8 +18,11 @@ def problem(err: Any, root: type[BaseModel]) -> Problem:
     loc: tuple[str | int, ...] = tuple(err["loc"])
     path, owner, field = _locate(loc, root)
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(owner.model_fields) if owner else ""
-        return _key([*path, loc[-1]]), f"unknown key {loc[-1]!r}; allowed: {allowed}"
+        names = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        allowed = ", ".join(names)
+        return _key([*path, loc[-1]]), f"unknown key {loc[-1]!r}{hint}; allowed: {allowed}"
     return _key(path), _message(err, field)
 
 

@@ -107,7 +107,8 @@ status = "Ok"
         "site.timezone": "must be an IANA time zone such as Europe/Berlin or UTC "
         "(got 'Mars/Olympus')",
         "ocpp.port": "must be between 0 and 65535 (got 70000)",
-        "stations[0].maxcurrent": "unknown key 'maxcurrent'; allowed: id, password, "
+        "stations[0].maxcurrent": "unknown key 'maxcurrent' (did you mean 'max_current_a'?);"
+        " allowed: id, password, "
         "max_current_a, phases, bidirectional, priority, phase_rotation, profile, "
         "uplink_password, serial",
         "meters[0].transport": "must be one of: tcp, rtu, rtu-over-tcp (got 'modbus')",
@@ -126,13 +127,19 @@ def test_a_syntax_error_is_one_problem_naming_line_and_column() -> None:
 def test_an_unknown_key_or_section_lists_what_is_allowed() -> None:
     found = problems(
         '[ocp]\nport = 1\n[uplink.mqtt]\nqso = 1\n[[auth.tags]]\nid_tag = "A"\nstaus = 1\n'
+        "[store]\nwhatever = 1\n"
     )
-    assert found["ocp"].startswith("unknown key 'ocp'; allowed: site, ocpp, stations, api,")
+    assert found["ocp"].startswith(
+        "unknown key 'ocp' (did you mean 'ocpp'?); allowed: site, ocpp, stations, api,"
+    )
     assert found["uplink.mqtt.qso"] == (
-        "unknown key 'qso'; allowed: host, port, tls, username, password, prefix, qos,"
-        " homeassistant, discovery_prefix"
+        "unknown key 'qso' (did you mean 'qos'?); allowed: host, port, tls, username,"
+        " password, prefix, qos, homeassistant, discovery_prefix"
     )
+    assert "(did you mean 'status'?)" in found["auth.tags[0].staus"]
     assert "allowed: id_tag, status, expiry, parent_id_tag" in found["auth.tags[0].staus"]
+    # nothing close: no guess
+    assert found["store.whatever"].startswith("unknown key 'whatever'; allowed: path,")
 
 
 def test_config_file_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
