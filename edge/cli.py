@@ -238,6 +238,13 @@ def load_line(load_: dict[str, Any]) -> str:
     )
 
 
+def _seen_cell(s: dict[str, Any]) -> str | None:
+    from edge.state.registry import clock_text
+
+    clock = clock_text(s.get("clock_offset_s"))
+    return f"{when(s['last_seen'])} ({clock})" if clock else when(s["last_seen"])
+
+
 def _limit_cell(s: dict[str, Any]) -> str:
     limit = s.get("limit_a")
     if limit is None:
@@ -265,7 +272,7 @@ def stations(
             s["vendor"],
             s["model"],
             s["firmware"],
-            when(s["last_seen"]),
+            _seen_cell(s),
             " ".join(f"{c['id']}:{c['status']}" for c in s["connectors"]),
             _limit_cell(s),
         ]

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edge.config import Config
+from edge.state.registry import clock_text
 
 Check = tuple[bool, str]
 
@@ -69,6 +70,13 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                     f"{seen.get('vendor') or '?'} {seen.get('model') or ''}".rstrip()
                 ),
             )
+            clock = clock_text(seen.get("clock_offset_s"))
+            if clock:
+                yield (
+                    False,
+                    f"station {st.id}: {clock} of this controller's, so are its session"
+                    f" times; `edge station {st.id} trigger Heartbeat` gives it the time",
+                )
         else:
             yield (
                 False,

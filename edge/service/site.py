@@ -56,16 +56,31 @@ class SiteService:
         return self.config.ocpp.unknown_station_boot.capitalize()
 
     def touch(self, station_id: str) -> None:
-        """A heartbeat: the station is alive."""
-        self.registry.station(station_id).last_seen = self.clock()
+        """A heartbeat: the station is alive, and takes the time from the answer."""
+        st = self.registry.station(station_id)
+        st.last_seen = self.clock()
+        st.clock_set()
 
     async def record(self, event: Event) -> Recorded:
         """Commit first (DESIGN.md §2), then show it in the live state."""
         recorded = await self.store.record(event)
         self.registry.apply(event, recorded)
+        if self.registry.clock_changes:
+            self._clock_changed()
         for listener in self.listeners:
             listener(event, recorded)
         return recorded
+
+    def _clock_changed(self) -> None:
+        for station in self.registry.clock_changes:
+            st = self.registry.station(station)
+            if st.clock_off:
+                # Its session times are off by as much; BootNotification and Heartbeat give
+                # it the time (OCPP 1.6 §4.2, §4.6): `edge station ID trigger Heartbeat`.
+                log.warning("ocpp.clock.off", station=station, offset_s=st.clock_offset_s)
+            else:
+                log.info("ocpp.clock.ok", station=station, offset_s=st.clock_offset_s)
+        self.registry.clock_changes.clear()
 
     def policy(self) -> AuthPolicy:
         """An open site accepts every tag: no local list and no cloud (DESIGN.md §4.2)."""

@@ -6,9 +6,10 @@ committed it, so the registry never shows something a restart would forget.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from edge.domain.events import (
@@ -29,6 +30,17 @@ from edge.domain.events import (
 from edge.domain.session import Session
 from edge.domain.station import OcppVersion, StationIdentity
 from edge.domain.units import iso_utc
+
+# How far a charger's clock may be from the controller's before edge says so. Chargers
+# without a backed-up clock start at 1970 or at their build date after a power cut, and
+# their session times are wrong until they take the time from BootNotification or
+# Heartbeat (OCPP 1.6 §4.2, §4.6: currentTime).
+CLOCK_TOLERANCE_S = 120.0
+# One offset per station at most this often, and the largest of the last few kept: a
+# message the charger queued while it could not send carries an older time and would
+# otherwise look like a clock behind.
+CLOCK_SAMPLE_EVERY = timedelta(seconds=10)
+CLOCK_SAMPLES = 5
 
 
 @dataclass(slots=True)
@@ -70,6 +82,37 @@ class StationState:
     metering_error: str | None = None
     # per connector: (limit A, reason) as the load balancer last wrote it
     limits: dict[int, tuple[float, str]] = field(default_factory=dict)
+    # the charger's clock minus the controller's (s), from its messages' timestamps
+    clock_offset_s: float | None = None
+    clock_sampled_at: datetime | None = None
+    clock_samples: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
+
+    @property
+    def clock_off(self) -> bool:
+        """Whether its clock is further from the controller's than CLOCK_TOLERANCE_S."""
+        return self.clock_offset_s is not None and abs(self.clock_offset_s) > CLOCK_TOLERANCE_S
+
+    def clock_set(self) -> None:
+        """The charger was just given the time (BootNotification, Heartbeat): what its
+        clock said before says nothing of it now; the next message tells."""
+        self.clock_samples.clear()
+        self.clock_sampled_at = None
+
+    def clock_due(self, received: datetime) -> bool:
+        """Whether a message received now is sampled (one per CLOCK_SAMPLE_EVERY)."""
+        sampled = self.clock_sampled_at
+        return sampled is None or received - sampled >= CLOCK_SAMPLE_EVERY
+
+    def clock_seen(self, charger_time: datetime | None, received: datetime) -> bool:
+        """Note the time a charger put in a message it did not say it queued; True if
+        that took its clock across the tolerance, either way."""
+        if charger_time is None or not self.clock_due(received):
+            return False
+        was_off = self.clock_off
+        self.clock_sampled_at = received
+        self.clock_samples.append((charger_time - received).total_seconds())
+        self.clock_offset_s = round(max(self.clock_samples))
+        return self.clock_off != was_off
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md §4.6 station shape."""
@@ -89,6 +132,7 @@ class StationState:
             "limit_reason": self.limit_reason,
             "limit_error": self.limit_error,
             "metering_error": self.metering_error,
+            "clock_offset_s": self.clock_offset_s,
             "current_a": self.current_a,
             "phase_current_a": list(self.phase_current_a) if self.phase_current_a else None,
             "connectors": [
@@ -112,6 +156,8 @@ class Registry:
             sid: StationState(sid, configured=True, bidirectional=bidi) for sid, bidi in configured
         }
         self.sessions: dict[int, ActiveSession] = {}
+        # stations whose clock went beyond the tolerance or back, for the service to say
+        self.clock_changes: list[str] = []
 
     def station(self, station_id: str) -> StationState:
         """The state of a station, created on first sight (allow_unknown_stations)."""
@@ -151,21 +197,36 @@ class Registry:
             case StationBooted():
                 st.identity = event.identity
                 st.boot_status = event.status
+                st.clock_set()
             case ConnectorStatusChanged():
                 st.connectors[event.connector] = ConnectorState(
                     event.status, event.error_code, event.timestamp or event.at
                 )
+                self._clock(st, event.timestamp, event.at)
             case TransactionStarted() | TransactionUpdated() if recorded.session_id is not None:
                 if recorded.active:
                     self._track(event, recorded.session_id)
                 self._current(st, event.readings, event.at)
+                if not event.offline:  # 2.x says which it queued
+                    if isinstance(event, TransactionStarted):
+                        self._clock(st, event.started_at, event.at)
+                    elif st.clock_due(event.at):
+                        self._clock(st, _newest(event.readings), event.at)
             case TransactionEnded() if recorded.session_id is not None:
                 self.sessions.pop(recorded.session_id, None)
                 if not self.active_sessions(st.id):
                     st.current_a, st.phase_current_a = 0.0, (0.0, 0.0, 0.0)
                     st.current_at = event.at
+                if not event.offline:
+                    self._clock(st, event.stopped_at, event.at)
             case MeterValuesReceived():
                 self._current(st, event.readings, event.at)
+                if st.clock_due(event.at):
+                    self._clock(st, _newest(event.readings), event.at)
+
+    def _clock(self, st: StationState, charger_time: datetime | None, at: datetime) -> None:
+        if st.clock_seen(charger_time, at):
+            self.clock_changes.append(st.id)
 
     @staticmethod
     def _current(st: StationState, readings: tuple[MeterReading, ...], at: datetime) -> None:
@@ -200,3 +261,21 @@ class Registry:
             "connected": sum(1 for s in self.stations.values() if s.connected),
             "active_sessions": len(self.sessions),
         }
+
+
+def _newest(readings: tuple[MeterReading, ...]) -> datetime | None:
+    return max((r.timestamp for r in readings), default=None)
+
+
+def clock_text(offset_s: float | None) -> str | None:
+    """A charger clock's offset where it is beyond the tolerance: "clock 2 h 3 min ahead"."""
+    if offset_s is None or abs(offset_s) <= CLOCK_TOLERANCE_S:
+        return None
+    days, left = divmod(abs(round(offset_s)), 86400)
+    hours, left = divmod(left, 3600)
+    parts = [f"{days} d"] if days else []
+    if hours:
+        parts.append(f"{hours} h")
+    if left >= 60 and not days:
+        parts.append(f"{left // 60} min")
+    return f"clock {' '.join(parts)} {'ahead' if offset_s > 0 else 'behind'}"

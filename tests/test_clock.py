@@ -1,0 +1,89 @@
+"""A charger whose clock is wrong is named: its session times are wrong by as much.
+
+Chargers without a backed-up clock start at 1970 or at their build date after a power
+cut, until they take the time from BootNotification or Heartbeat (OCPP 1.6 §4.2, §4.6).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from edge.state.registry import StationState, clock_text
+from tests.conftest import StartSite, site_config
+from tests.peer import BOOT_16, RawCharger
+from tests.test_meters_daemon import api, edge_cli
+from tests.wait import until
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def test_the_offset_is_the_largest_of_the_last_few_messages() -> None:
+    st = StationState("CP1", configured=True)
+    st.clock_seen(T0 + timedelta(hours=2), T0)
+    assert st.clock_offset_s == 7200 and st.clock_off
+    # Within 10 s of the last sample nothing is taken (one sample per 10 s at most).
+    st.clock_seen(T0, T0 + timedelta(seconds=5))
+    assert st.clock_offset_s == 7200
+    # A message the charger queued carries an older time: it does not look like a clock
+    # behind while a newer message showed the clock right.
+    st = StationState("CP2", configured=True)
+    st.clock_seen(T0 + timedelta(seconds=1), T0)
+    st.clock_seen(T0 - timedelta(hours=3), T0 + timedelta(seconds=10))
+    assert st.clock_offset_s == 1 and not st.clock_off
+    # Given the time (BootNotification, Heartbeat), the next message tells afresh.
+    st.clock_set()
+    st.clock_seen(T0 - timedelta(hours=3), T0 + timedelta(seconds=11))
+    assert st.clock_offset_s == -10811 and st.clock_off
+
+
+def test_the_offset_is_said_in_words_only_beyond_the_tolerance() -> None:
+    assert clock_text(None) is None
+    assert clock_text(-90) is None
+    assert clock_text(7290) == "clock 2 h 1 min ahead"
+    assert clock_text(-125) == "clock 2 min behind"
+    assert clock_text(-(T0 - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) == (
+        "clock 20791 d 12 h behind"
+    )
+
+
+def _status(at: datetime) -> dict[str, object]:
+    text = at.isoformat().replace("+00:00", "Z")
+    return {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": text}
+
+
+async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    site = await start_site()
+    charger = await RawCharger.connect(site.url, "CP16")
+    try:
+        await charger.call("BootNotification", BOOT_16)
+        with capture_logs() as logs:
+            ahead = datetime.now(UTC) + timedelta(hours=2)
+            await charger.call("StatusNotification", _status(ahead))
+            off = next(e for e in logs if e["event"] == "ocpp.clock.off")
+        assert off["station"] == "CP16" and abs(off["offset_s"] - 7200) <= 2
+        _, station = await api(site, "/api/v1/stations/CP16")
+        assert abs(station["clock_offset_s"] - 7200) <= 2
+        code, out = await edge_cli("stations", "--api", site.api)
+        assert code == 0 and "(clock 2 h ahead)" in out, out
+        config = tmp_path / "edge.toml"
+        config.write_text(site_config(tmp_path))
+        code, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
+        assert "station CP16: clock 2 h ahead of this controller's" in out, out
+        assert "edge station CP16 trigger Heartbeat" in out
+
+        # It takes the time from a Heartbeat's answer; its next message shows it right.
+        with capture_logs() as logs:
+            await charger.call("Heartbeat", {})
+            await charger.call("StatusNotification", _status(datetime.now(UTC)))
+            await until(lambda: any(e["event"] == "ocpp.clock.ok" for e in logs))
+        _, station = await api(site, "/api/v1/stations/CP16")
+        assert abs(station["clock_offset_s"]) <= 2
+        code, out = await edge_cli("stations", "--api", site.api)
+        assert "clock" not in out
+    finally:
+        await charger.close()
