@@ -144,6 +144,31 @@ async def test_a_session_is_journaled_and_shown(site: RunningSite, charger: Char
     assert [{k: c[k] for k in connector} for c in station["connectors"]] == [connector]
 
 
+async def test_messages_with_transaction_id_minus_one_complete_the_session(
+    site: RunningSite, charger: Charger
+) -> None:
+    # OCPP 1.6 errata §3.18: our StartTransaction.conf never reached the charger, so its
+    # later messages carry transactionId -1; they belong to the session all the same.
+    await boot(charger)
+    start = call.StartTransaction(
+        connector_id=1, id_tag="TAG1", meter_start=1000, timestamp="2026-11-22T10:00:00Z"
+    )
+    tx = (await charger.call(start)).transaction_id
+    reading = {
+        "timestamp": "2026-11-22T10:05:00Z",
+        "sampledValue": [{"value": "1500", "measurand": "Energy.Active.Import.Register"}],
+    }
+    await charger.call(call.MeterValues(connector_id=1, transaction_id=-1, meter_value=[reading]))
+    [active] = await api_get(site, "/api/v1/sessions?active=true")
+    assert (active["id"], active["energy_wh"]) == (tx, 500.0)
+    stop = call.StopTransaction(
+        transaction_id=-1, meter_stop=4200, timestamp="2026-11-22T11:00:00Z"
+    )
+    await charger.call(stop)
+    [session] = await api_get(site, "/api/v1/sessions")
+    assert (session["id"], session["status"], session["energy_wh"]) == (tx, "completed", 3200.0)
+
+
 async def test_a_resent_start_gets_the_same_transaction_id(charger: Charger) -> None:
     await boot(charger)
     start = call.StartTransaction(

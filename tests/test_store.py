@@ -190,6 +190,31 @@ async def test_a_stop_for_an_unknown_session_is_kept_once(store: Store) -> None:
     assert [t for _, _, t in outbox(store.path)] == ["transaction.completed"] * 2
 
 
+async def test_transaction_id_minus_one_refers_to_the_active_session(store: Store) -> None:
+    # OCPP 1.6 errata §3.18: the charger never got StartTransaction.conf, so it sends the
+    # transaction's later messages with transactionId -1.
+    sid = (await store.record(start16(connector=2))).session_id
+    values = await store.record(values16(-1, 2500, connector=2))
+    assert values.session_id == sid
+    stop = await store.record(stop16(-1, 4000.0))
+    assert stop.session_id == sid and not stop.duplicate
+    again = await store.record(stop16(-1, 4000.0))
+    assert again.duplicate and again.session_id == sid
+    [s] = await store.read(lambda c: queries.list_sessions(c, active=None, limit=5))
+    assert (s.id, s.status, s.energy_wh) == (sid, "completed", 3000)
+
+
+async def test_transaction_id_minus_one_is_not_guessed_between_two_sessions(
+    store: Store,
+) -> None:
+    first = (await store.record(start16(connector=1))).session_id
+    second = (await store.record(start16(connector=2))).session_id
+    stop = await store.record(stop16(-1))
+    assert stop.session_id not in (first, second)
+    active = await store.read(lambda c: queries.list_sessions(c, active=True, limit=5))
+    assert {s.id for s in active} == {first, second}
+
+
 async def test_meter_values_find_their_session(store: Store) -> None:
     sid = (await store.record(start16(connector=2))).session_id
     found = await store.record(values16(None, 1200, connector=2))  # 1.6 without transactionId

@@ -485,6 +485,10 @@ def _ended_v16_session(
     ).fetchone()
     if row is not None:
         return row[0], row[1]
+    if event.session_id == UNDELIVERED_ID:
+        found = _stopped_without_id(conn, event)
+        if found is not None:
+            return found, None
     # A transactionId this gateway never issued (e.g. after the database was replaced):
     # keep the stop as a session of its own, never drop it. A re-sent one finds that row.
     notes = f"StopTransaction for unknown transactionId {event.session_id}"
@@ -505,6 +509,35 @@ def _ended_v16_session(
     return int(cur.lastrowid or 0), notes
 
 
+# OCPP 1.6 errata §3.18: a charger that could not deliver StartTransaction.req, or never
+# got our answer, sends the transaction's later messages with transactionId -1, and the
+# Central System "SHALL respond as if these messages refer to a valid transactionId".
+UNDELIVERED_ID = -1
+
+
+def _stopped_without_id(conn: sqlite3.Connection, event: TransactionEnded) -> int | None:
+    """The session a StopTransaction with transactionId -1 ends: the one it already ended
+    (a re-sent stop), else the station's only active session begun before it, of its
+    idTag when it names one. None where that is not one session."""
+    stopped = iso_utc(event.stopped_at)
+    row = conn.execute(
+        "SELECT id FROM sessions WHERE station = ? AND status = 'completed' AND stopped_at = ?"
+        " AND transaction_id IS NULL",
+        (event.station, stopped),
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    rows = conn.execute(
+        "SELECT id FROM sessions WHERE station = ? AND status = 'active' AND started_at <= ?"
+        " AND transaction_id IS NULL AND (? IS NULL OR id_tag = ?)",
+        (event.station, stopped, event.id_tag, event.id_tag),
+    ).fetchall()
+    if len(rows) != 1:
+        return None
+    log.info("journal.stop.matched", station=event.station, tx=event.session_id, session=rows[0][0])
+    return int(rows[0][0])
+
+
 def _meter_values(conn: sqlite3.Connection, event: MeterValuesReceived, now: datetime) -> Recorded:
     energy = energy_import_wh(event.readings)
     session_id = event.session_id
@@ -516,8 +549,10 @@ def _meter_values(conn: sqlite3.Connection, event: MeterValuesReceived, now: dat
             (energy, session_id, event.station),
         )
         if cur.rowcount == 0:
+            # Not one of this station's (errata §3.18's -1, or from before the database
+            # was replaced): the values were measured in the connector's active session.
             session_id = None
-    elif event.connector > 0:  # connector 0 is the main meter, never a session
+    if session_id is None and event.connector > 0:  # connector 0 is the main meter
         row = conn.execute(
             "SELECT id FROM sessions WHERE station = ? AND connector = ? AND status = 'active'"
             " ORDER BY id DESC LIMIT 1",
