@@ -177,6 +177,45 @@ async def test_a_2x_start_after_its_end_keeps_the_session_completed(store: Store
     assert s.status == "completed" and s.connector == 2 and s.energy_wh == 800
 
 
+async def test_a_reused_2x_transaction_id_starts_a_new_session(store: Store) -> None:
+    # OCPP 2.0.1 Part 1 §7.3 wants ids unique per station; some chargers count again
+    # from 1 after a reset. The second transaction must not fold into the first.
+    def at(minutes: int) -> datetime:
+        return T0 + timedelta(minutes=minutes)
+
+    def start(minutes: int, meter: float) -> TransactionStarted:
+        return TransactionStarted(
+            "CP2", at(minutes), 1, "TAG", at(minutes), meter, {}, transaction_id="1", seq_no=0
+        )
+
+    def update(minutes: int, seq: int, wh: float) -> TransactionUpdated:
+        raw = {"timestamp": at(minutes).isoformat(), "seqNo": seq}
+        return TransactionUpdated(
+            "CP2", at(90), "1", seq, True, "MeterValuePeriodic", raw, 1, readings=energy(wh)
+        )
+
+    def end(minutes: int, meter: float) -> TransactionEnded:
+        return TransactionEnded(
+            "CP2", at(minutes), at(minutes), meter, "Local", {}, transaction_id="1", seq_no=9
+        )
+
+    first = (await store.record(start(0, 1000.0))).session_id
+    assert (await store.record(end(60, 3000.0))).session_id == first
+    second = await store.record(start(120, 3000.0))
+    assert second.session_id != first and second.active
+    # A late event of the first (queued before its end) still goes to the first.
+    assert (await store.record(update(30, 1, 2000.0))).session_id == first
+    assert (await store.record(update(150, 1, 3500.0))).session_id == second.session_id
+    assert (await store.record(end(180, 4000.0))).session_id == second.session_id
+    again = await store.record(end(180, 4000.0))
+    assert again.duplicate and again.session_id == second.session_id
+    sessions = await store.read(lambda c: queries.list_sessions(c, active=None, limit=5))
+    assert [(s.id, s.status, s.energy_wh) for s in sessions] == [
+        (second.session_id, "completed", 1000.0),
+        (first, "completed", 2000.0),
+    ]
+
+
 async def test_a_stop_for_an_unknown_session_is_kept_once(store: Store) -> None:
     rec = await store.record(stop16(777))
     again = await store.record(stop16(777))
@@ -387,6 +426,26 @@ def test_the_outbox_keeps_its_rows_and_ids_when_its_ids_become_never_reused(
         " VALUES ('r8', 'CP1', 5, 'station.status', 't', x'7b7d', 't')"
     )
     assert conn.execute("SELECT id, record_id FROM outbox").fetchall() == [(8, "r8")]
+    conn.close()
+
+
+def test_sessions_keep_their_rows_and_ids_when_transaction_ids_may_repeat(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "edge.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, path, MIGRATIONS[:4])
+    insert = (
+        "INSERT INTO sessions (id, station, connector, transaction_id, started_at, status,"
+        " created_at, updated_at) VALUES (?, 'CP2', 1, ?, 't', 'completed', 't', 't')"
+    )
+    conn.execute(insert, (3, "1"))
+    conn.execute(insert, (9, "2"))
+    conn.execute("DELETE FROM sessions WHERE id = 9")  # the sequence stays at 9
+    assert migrate(conn, path) == len(MIGRATIONS) - 4
+    conn.execute(insert, (None, "1"))  # the same transaction id again: allowed now
+    rows = conn.execute("SELECT id, transaction_id FROM sessions ORDER BY id").fetchall()
+    assert rows == [(3, "1"), (10, "1")], "rows kept, and no id handed out twice"
     conn.close()
 
 

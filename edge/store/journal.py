@@ -11,6 +11,7 @@ import functools
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from edge.domain.events import (
 )
 from edge.domain.session import track_seq
 from edge.domain.units import iso_utc as _iso_utc
+from edge.domain.units import parse_time
 
 log = structlog.get_logger("edge.store")
 
@@ -258,7 +260,15 @@ def _started_v16(conn: sqlite3.Connection, event: TransactionStarted, now: datet
 
 def _started_v2(conn: sqlite3.Connection, event: TransactionStarted, now: datetime) -> Recorded:
     assert event.transaction_id is not None
-    tx = _tx_session(conn, event.station, event.transaction_id, event.connector, event.at, now)
+    tx = _tx_session(
+        conn,
+        event.station,
+        event.transaction_id,
+        event.connector,
+        event.at,
+        now,
+        when=lambda: event.started_at,
+    )
     seq_last, gaps = tx.seq_last, tx.gaps
     connector = event.connector or tx.connector
     if event.seq_no is not None:
@@ -331,15 +341,31 @@ def _tx_session(
     at: datetime,
     now: datetime,
     notes_if_new: str | None = None,
+    when: Callable[[], datetime | None] | None = None,
 ) -> _TxSession:
-    """The session of a 2.x transaction id, created if this is the first we hear of it."""
-    row = conn.execute(
-        "SELECT id, connector, seq_last, seq_gaps, notes, status FROM sessions"
-        " WHERE station = ? AND transaction_id = ?",
+    """The session of a 2.x transaction id, created if this is the first we hear of it.
+
+    `when` gives the charger's time of the event. It is asked only where the id names a
+    completed session, or more than one: an event after that session's stop is of a new
+    transaction that reuses the id (a charger that counts again after a reset; OCPP 2.0.1
+    Part 1 §7.3 asks for unique ids), one before it is a late, queued event of it."""
+    rows = conn.execute(
+        "SELECT id, connector, seq_last, seq_gaps, notes, status, started_at, stopped_at"
+        " FROM sessions WHERE station = ? AND transaction_id = ? ORDER BY id DESC",
         (station, tx_id),
-    ).fetchone()
-    if row is not None:
-        return _TxSession(row)
+    ).fetchall()
+    if len(rows) == 1 and rows[0][5] == "active":
+        return _TxSession(rows[0])  # the usual case
+    if rows:
+        charger_time = when() if when is not None else None
+        if charger_time is None:
+            return _TxSession(rows[0])
+        stamp = iso_utc(charger_time)
+        # the newest of the transactions that had begun by then
+        row = next((r for r in rows if r[6] <= stamp), rows[-1])
+        if not (row[5] == "completed" and row[7] is not None and stamp > row[7]):
+            return _TxSession(row)
+        log.warning("journal.transaction_id.reused", station=station, tx=tx_id, ended=row[0])
     stamp = iso_utc(now)
     cur = conn.execute(
         "INSERT INTO sessions (station, connector, transaction_id, started_at, status, notes,"
@@ -351,8 +377,22 @@ def _tx_session(
     )
 
 
+def _charger_time(raw: Json) -> datetime | None:
+    """A TransactionEvent's own timestamp (schema-valid, so parseable), if it has one."""
+    text = raw.get("timestamp")
+    return parse_time(text) if isinstance(text, str) else None
+
+
 def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime) -> Recorded:
-    tx = _tx_session(conn, event.station, event.transaction_id, event.connector, event.at, now)
+    tx = _tx_session(
+        conn,
+        event.station,
+        event.transaction_id,
+        event.connector,
+        event.at,
+        now,
+        when=lambda: _charger_time(event.raw),
+    )
     seq_last, gaps = track_seq(tx.seq_last, tx.gaps, event.seq_no)
     energy = energy_import_wh(event.readings)
     connector = tx.connector or event.connector or 0
@@ -467,6 +507,7 @@ def _ended_v2_session(
         event.stopped_at,
         now,
         notes_if_new=f"Ended for unknown transactionId {event.transaction_id}",
+        when=lambda: event.stopped_at,
     )
     if tx.created:
         log.warning("journal.stop.unknown", station=event.station, tx=event.transaction_id)

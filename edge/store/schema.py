@@ -97,6 +97,33 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox_v4 RENAME TO outbox;
     CREATE INDEX outbox_station ON outbox (station, id);
     """,
+    # 5: a station's transaction id may name more than one session. OCPP 2.0.1 Part 1
+    # §7.3 has chargers keep them unique, but some start counting again after a reset;
+    # with UNIQUE (station, transaction_id) a reused id folded the new session into the
+    # old, completed one. Rows, ids and the id sequence carry over.
+    """
+    CREATE TABLE sessions_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        station TEXT NOT NULL, connector INTEGER NOT NULL, id_tag TEXT,
+        transaction_id TEXT, started_at TEXT NOT NULL, stopped_at TEXT,
+        meter_start_wh REAL, meter_stop_wh REAL, last_meter_wh REAL,
+        status TEXT NOT NULL, stop_reason TEXT, offline INTEGER NOT NULL DEFAULT 0,
+        synced INTEGER NOT NULL DEFAULT 0, seq_last INTEGER, seq_gaps TEXT,
+        notes TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+    );
+    INSERT INTO sessions_v5 SELECT * FROM sessions;
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'sessions_v5', 0 WHERE NOT EXISTS
+        (SELECT 1 FROM sqlite_sequence WHERE name = 'sessions_v5');
+    UPDATE sqlite_sequence SET seq = max(seq, coalesce(
+        (SELECT seq FROM sqlite_sequence WHERE name = 'sessions'), 0))
+        WHERE name = 'sessions_v5';
+    DROP TABLE sessions;
+    ALTER TABLE sessions_v5 RENAME TO sessions;
+    CREATE INDEX sessions_active ON sessions (station, connector, status);
+    CREATE INDEX sessions_status ON sessions (status, id);
+    CREATE INDEX sessions_transaction ON sessions (station, transaction_id);
+    """,
 )
 
 
