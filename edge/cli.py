@@ -116,6 +116,34 @@ def when(iso: str | None) -> str | None:
     return iso[:19].replace("T", " ") if iso else None
 
 
+# `edge sessions --csv`: the session JSON's fields (DESIGN.md §4.6), one row each.
+SESSION_CSV = (
+    "id",
+    "station",
+    "connector",
+    "id_tag",
+    "transaction_id",
+    "started_at",
+    "stopped_at",
+    "meter_start_wh",
+    "meter_stop_wh",
+    "energy_wh",
+    "status",
+    "stop_reason",
+    "offline",
+    "synced",
+)
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    import csv
+
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(columns)
+    for row in rows:
+        out.writerow(["" if row.get(c) is None else row[c] for c in columns])
+
+
 def kwh(wh: float | None) -> str | None:
     return f"{wh / 1000:.2f}" if wh is not None else None
 
@@ -304,6 +332,12 @@ def sessions(
     active: bool = typer.Option(False, "--active", help="Only active sessions."),
     limit: int = typer.Option(50, "--limit", min=1, max=10000),
     station: str | None = typer.Option(None, "--station"),
+    id_tag: str | None = typer.Option(None, "--id-tag"),
+    since: str | None = typer.Option(
+        None, "--since", help="Begun at or after: 2026-11-01 or 2026-11-01T08:00 (site time)."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Begun before (as --since)."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (the JSON fields) instead."),
 ) -> None:
     """Charging sessions, newest first."""
     data = call(
@@ -312,9 +346,14 @@ def sessions(
         active="true" if active else None,
         limit=limit,
         station=station,
+        id_tag=id_tag,
+        since=since,
+        until=until,
     )
     if as_json:
         return show_json(data)
+    if as_csv:
+        return _csv(data, SESSION_CSV)
     rows = [
         [
             s["id"],

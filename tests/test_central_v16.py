@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,7 +16,8 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import connect
 
-from tests.conftest import RunningSite, StartSite
+from tests.conftest import RunningSite, StartSite, site_config
+from tests.test_meters_daemon import edge_cli
 
 
 class Charger(ChargePoint):
@@ -167,6 +171,51 @@ async def test_messages_with_transaction_id_minus_one_complete_the_session(
     await charger.call(stop)
     [session] = await api_get(site, "/api/v1/sessions")
     assert (session["id"], session["status"], session["energy_wh"]) == (tx, "completed", 3200.0)
+
+
+async def test_sessions_are_filtered_by_time_in_the_site_zone_and_exported_as_csv(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    text = site_config(tmp_path).replace(
+        'id = "test-site"', 'id = "test-site"\ntimezone = "Europe/Berlin"'
+    )
+    site = await start_site(text=text)
+    async with connect(f"{site.url}/CP16", subprotocols=["ocpp1.6"]) as ws:
+        cp = Charger("CP16", ws)
+        task = asyncio.create_task(cp.start())
+        await boot(cp)
+        ids = {}
+        # 00:30 on Nov 22 in Berlin, 11:00 the same day, and 09:00 on Nov 23
+        for tag, at in (
+            ("A", "2026-11-21T23:30:00Z"),
+            ("B", "2026-11-22T10:00:00Z"),
+            ("A", "2026-11-23T08:00:00Z"),
+        ):
+            start = call.StartTransaction(connector_id=1, id_tag=tag, meter_start=0, timestamp=at)
+            tx = (await cp.call(start)).transaction_id
+            ids[at] = tx
+            await cp.call(call.StopTransaction(transaction_id=tx, meter_stop=1500, timestamp=at))
+        task.cancel()
+    day = await api_get(site, "/api/v1/sessions?since=2026-11-22&until=2026-11-23")
+    assert [s["id"] for s in day] == [ids["2026-11-22T10:00:00Z"], ids["2026-11-21T23:30:00Z"]]
+    card = await api_get(site, "/api/v1/sessions?id_tag=A&since=2026-11-22T12:00")
+    assert [s["id"] for s in card] == [ids["2026-11-23T08:00:00Z"]]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(site.api + "/api/v1/sessions?since=last+week") as resp,
+    ):
+        assert resp.status == 400
+        assert "since: not a date or time: 'last week'" in (await resp.json())["message"]
+    code, out = await edge_cli(
+        "sessions", "--api", site.api, "--csv", "--since", "2026-11-22", "--until", "2026-11-23"
+    )
+    assert code == 0, out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["id"], r["id_tag"], r["energy_wh"], r["status"]) for r in rows] == [
+        (str(ids["2026-11-22T10:00:00Z"]), "B", "1500.0", "completed"),
+        (str(ids["2026-11-21T23:30:00Z"]), "A", "1500.0", "completed"),
+    ]
+    assert rows[0]["started_at"] == "2026-11-22T10:00:00.000Z"
 
 
 async def test_a_resent_start_gets_the_same_transaction_id(charger: Charger) -> None:

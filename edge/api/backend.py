@@ -10,7 +10,14 @@ class Backend(Protocol):
     def stations(self) -> list[dict[str, Any]]: ...
     def station(self, station_id: str) -> dict[str, Any] | None: ...
     async def sessions(
-        self, *, active: bool | None, limit: int, station: str | None
+        self,
+        *,
+        active: bool | None,
+        limit: int,
+        station: str | None,
+        id_tag: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[dict[str, Any]]: ...
     async def session(self, session_id: int) -> dict[str, Any] | None: ...
     async def station_command(

@@ -130,6 +130,9 @@ async def sessions(request: web.Request) -> web.Response:
         active=_query_bool(request, "active"),
         limit=_query_int(request, "limit", 100, 1, 10_000),
         station=request.query.get("station"),
+        id_tag=request.query.get("id_tag"),
+        since=request.query.get("since"),
+        until=request.query.get("until"),
     )
     return json_response(found)
 

@@ -7,6 +7,7 @@ Current is in A per phase, power in W, energy in Wh. Times are timezone-aware UT
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 Amps = float
 Watts = float
@@ -27,6 +28,19 @@ def parse_time(text: str) -> datetime:
     """Parse an OCPP dateTime (RFC 3339); a value without offset is taken as UTC."""
     t = datetime.fromisoformat(text.replace("z", "Z"))
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def parse_local(text: str, timezone: str) -> datetime:
+    """A time a person typed: a date (its midnight) or a date and time, in `timezone`
+    unless it names its own offset (Z, +01:00). ValueError says what is accepted."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise ValueError(
+            f"not a date or time: {text!r}; give 2026-11-01 or 2026-11-01T08:00"
+            " (in the site's time zone) or with an offset, 2026-11-01T08:00Z"
+        ) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=ZoneInfo(timezone))
 
 
 def to_wh(value: float, unit: str | None) -> WattHours:

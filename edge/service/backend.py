@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.domain.auth import AuthEntry, AuthStatus
-from edge.domain.units import iso_utc, parse_time
+from edge.domain.units import iso_utc, parse_local, parse_time
 from edge.errors import BadCommand
 from edge.metrics import Metrics
 from edge.service.commands import StationCommands
@@ -95,10 +96,26 @@ class DaemonBackend:
         return data
 
     async def sessions(
-        self, *, active: bool | None, limit: int, station: str | None
+        self,
+        *,
+        active: bool | None,
+        limit: int,
+        station: str | None,
+        id_tag: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[dict[str, Any]]:
+        bounds: dict[str, datetime] = {}
+        for name, text in (("since", since), ("until", until)):
+            if text:
+                try:
+                    bounds[name] = parse_local(text, self.config.site.timezone)
+                except ValueError as exc:
+                    raise BadCommand(f"{name}: {exc}") from None
         found = await self.site.store.read(
-            lambda c: queries.list_sessions(c, active=active, limit=limit, station=station)
+            lambda c: queries.list_sessions(
+                c, active=active, limit=limit, station=station, id_tag=id_tag, **bounds
+            )
         )
         return [s.to_json() for s in found]
 

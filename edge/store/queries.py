@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from edge.domain.session import Session
-from edge.domain.units import parse_time
+from edge.domain.units import iso_utc, parse_time
 
 SESSION_COLUMNS = (
     "id, station, connector, id_tag, started_at, stopped_at, meter_start_wh, meter_stop_wh,"
@@ -40,9 +40,17 @@ def session_from_row(row: tuple[Any, ...]) -> Session:
 
 
 def list_sessions(
-    conn: sqlite3.Connection, *, active: bool | None, limit: int, station: str | None = None
+    conn: sqlite3.Connection,
+    *,
+    active: bool | None,
+    limit: int,
+    station: str | None = None,
+    id_tag: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[Session]:
-    """Sessions, newest first, optionally only active/completed ones of one station."""
+    """Sessions, newest first, optionally only active/completed ones, of one station or
+    idTag, begun at or after `since` and before `until`."""
     where, args = [], []
     if active is not None:
         where.append("status = ?")
@@ -50,6 +58,15 @@ def list_sessions(
     if station is not None:
         where.append("station = ?")
         args.append(station)
+    if id_tag is not None:
+        where.append("id_tag = ?")
+        args.append(id_tag)
+    if since is not None:  # stored as iso_utc: the text orders as the time does
+        where.append("started_at >= ?")
+        args.append(iso_utc(since))
+    if until is not None:
+        where.append("started_at < ?")
+        args.append(iso_utc(until))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(
         f"SELECT {SESSION_COLUMNS} FROM sessions{clause} ORDER BY id DESC LIMIT ?",
