@@ -14,12 +14,15 @@ import itertools
 import resource
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-TS = "2026-11-22T10:00:00Z"
+# The time in every message, taken once: a fixed date long past made edge name each
+# station's clock as wrong (ocpp.clock.off), a thousand log lines per scenario.
+TS = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Station:
