@@ -237,6 +237,12 @@ def status(
     up = data["uplink"]
     typer.echo(f"site      {data['site']}  (edge {data['version']}, up {data['uptime_s']:.0f} s)")
     typer.echo(f"stations  {data['stations']['connected']}/{data['stations']['known']} connected")
+    refused = data["stations"].get("refused") or []
+    if refused:
+        from edge.ocpp.refusals import refusal_text
+
+        for r in refused[:3]:
+            typer.echo(f"refused   {refusal_text(r)}")
     typer.echo(f"sessions  {data['sessions']['active']} active")
     typer.echo(f"load      {load_line(load_)}")
     typer.echo(

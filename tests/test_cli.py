@@ -43,7 +43,7 @@ def test_status_and_stations_read_the_daemon(daemon: tuple[DaemonProcess, Path, 
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["site"] == "proc-site"
-    assert status["stations"] == {"known": 3, "connected": 0}
+    assert status["stations"] == {"known": 3, "connected": 0, "refused": []}
     assert set(status) >= {"version", "uptime_s", "sessions", "load", "uplink", "v2g"}
     table = edge("stations", "--config", str(config))
     assert table.returncode == 0 and "CP1" in table.stdout and "CP2" in table.stdout

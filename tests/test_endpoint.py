@@ -23,6 +23,7 @@ from edge.service.daemon import Daemon
 from tests.certs import make_certs
 from tests.conftest import RunningSite, StartSite, site_config
 from tests.peer import BOOT_2, BOOT_16, RawCharger
+from tests.test_meters_daemon import edge_cli
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -51,6 +52,35 @@ async def test_unknown_and_malformed_station_ids_are_refused(site: RunningSite) 
     assert await refused_status(f"{site.url}/{'X' * 49}") == 400
     assert await refused_status(f"{site.url}/CP16/extra") == 404
     await still_serves(site)
+
+
+async def test_refused_chargers_are_shown_to_whoever_commissions_the_site(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    # The usual commissioning mistakes: an id typed in the wrong case, a wrong password.
+    text = site_config(tmp_path, ocpp="security_profile = 1")
+    for sid in ("CP16", "CP201", "CP21"):
+        text = text.replace(f'id = "{sid}"', f'id = "{sid}"\npassword = "{sid}-long-secret-1"')
+    site = await start_site(text=text)
+    assert await refused_status(f"{site.url}/cp16", additional_headers=basic("cp16", "x")) == 404
+    assert await refused_status(f"{site.url}/CP201", additional_headers=basic("CP201", "x")) == 401
+    async with aiohttp.ClientSession() as http, http.get(f"{site.api}/api/v1/status") as resp:
+        refused = (await resp.json())["stations"]["refused"]
+    assert [(r["station"], r["status"], r["reason"], r["meant"]) for r in refused] == [
+        ("CP201", 401, "auth: wrong credentials", None),
+        ("cp16", 404, "unknown station", "CP16"),
+    ]
+    assert refused[1]["remote"] == "127.0.0.1"
+    code, out = await edge_cli("status", "--api", site.api)
+    assert code == 0
+    assert "refused   'cp16' from 127.0.0.1 at " in out
+    assert ": unknown station (did you mean 'CP16'?)" in out
+    config = tmp_path / "edge.toml"
+    config.write_text(text)
+    _, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
+    assert "station CP16: not connected" in out and "refused 'cp16' from 127.0.0.1" in out
+    assert "station CP201: not connected" in out and "auth: wrong credentials" in out
+    assert "station CP21: not connected; point it at" in out and "CP21; refused" not in out
 
 
 async def test_percent_encoded_ids_are_decoded(start_site: StartSite) -> None:

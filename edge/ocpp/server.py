@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
+import difflib
 import hmac
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,6 +34,7 @@ from websockets.typing import Subprotocol
 
 from edge.domain.events import StationConnected, StationDisconnected
 from edge.domain.station import OcppVersion
+from edge.domain.units import iso_utc
 from edge.errors import StationNotConnected
 from edge.metrics import Metrics
 from edge.ocpp.connection import CallErrorReply, Connection, Handler
@@ -42,6 +46,9 @@ from edge.ocpp.websocket import DIRECT, OcppWebSocket
 log = structlog.get_logger("edge.ocpp")
 
 MAX_ID_LENGTH = 48  # OCPP 2.0.1 Part 4 §3.1.1: identity is at most 48 characters
+# Refused handshakes kept for `edge status` and `edge doctor`: at commissioning, a
+# charger given a wrong id, URL or password shows up here rather than not at all.
+REFUSALS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,8 @@ class OcppServer:
         # One handler table per version, shared by every connection.
         self._tables = {v: self._table(v) for v in OcppVersion}
         self._closing: set[asyncio.Future[None]] = set()
+        # the latest refused handshakes, newest last (see REFUSALS_KEPT)
+        self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=REFUSALS_KEPT)
 
     @property
     def port(self) -> int:
@@ -215,17 +224,42 @@ class OcppServer:
         return conn.version if conn else None
 
     def _refuse(
-        self, conn: ServerConnection, status: HTTPStatus, reason: str, station: str
+        self,
+        conn: ServerConnection,
+        status: HTTPStatus,
+        reason: str,
+        station: str,
+        meant: str | None = None,
     ) -> Response:
         self.metrics.rejected_handshakes.labels(reason.split(":")[0]).inc()
+        remote = _remote(conn)
         log.warning(
             "ocpp.handshake.refused",
             station=station,
             status=int(status),
             reason=reason,
-            remote=_remote(conn),
+            remote=remote,
+            **({"meant": meant} if meant else {}),
+        )
+        self.refusals.append(
+            {
+                "station": station,
+                "status": int(status),
+                "reason": reason,
+                "meant": meant,
+                "remote": remote.rsplit(":", 1)[0],
+                "at": iso_utc(datetime.now(UTC)),
+            }
         )
         return conn.respond(status, f"{reason}\n")
+
+    def _meant(self, station: str) -> str | None:
+        """The configured station an unknown id was probably meant to be (ids are
+        case-sensitive; a typo is the usual commissioning mistake)."""
+        known = list(self.settings.passwords)
+        same = [k for k in known if k.lower() == station.lower()]
+        close = same or difflib.get_close_matches(station, known, n=1, cutoff=0.75)
+        return close[0] if close else None
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         s = self.settings
@@ -237,7 +271,8 @@ class OcppServer:
             return self._refuse(conn, HTTPStatus.BAD_REQUEST, f"station id: {problem}", station)
         known = station in s.passwords
         if not known and not s.allow_unknown:
-            return self._refuse(conn, HTTPStatus.NOT_FOUND, "unknown station", station)
+            meant = self._meant(station)
+            return self._refuse(conn, HTTPStatus.NOT_FOUND, "unknown station", station, meant)
         if s.security_profile in (1, 2):
             return self._check_basic(conn, request, station)
         if s.security_profile == 3:

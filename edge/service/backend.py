@@ -63,7 +63,12 @@ class DaemonBackend:
             "site": self.config.site.id,
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 1),
-            "stations": {"known": counts["known"], "connected": counts["connected"]},
+            "stations": {
+                "known": counts["known"],
+                "connected": counts["connected"],
+                # handshakes refused lately, newest first: a wrong id, password or cert
+                "refused": list(reversed(self.commands.server.refusals)),
+            },
             "sessions": {"active": counts["active_sessions"]},
             "load": {
                 "grid_limit_a": load.grid_limit_a,

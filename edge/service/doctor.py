@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edge.config import Config
+from edge.ocpp.refusals import refusal_text, refusals_of
 from edge.state.registry import clock_text
 
 Check = tuple[bool, str]
@@ -50,6 +51,7 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
     try:
         ready = api.get("/health/ready")
         stations = {s["id"]: s for s in api.get("/api/v1/stations")}
+        refused = api.get("/api/v1/status")["stations"].get("refused") or []
         uplink = api.get("/api/v1/uplink")
     except DaemonUnreachable as exc:
         yield False, f"daemon: {exc}; start it with `systemctl start edge` or `edge run`"
@@ -78,11 +80,13 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                     f" times; `edge station {st.id} trigger Heartbeat` gives it the time",
                 )
         else:
+            tried = refusals_of(st.id, refused)
+            why = f"; refused {refusal_text(tried[0])}" if tried else ""
             yield (
                 False,
                 (
                     f"station {st.id}: not connected; point it at "
-                    f"ws://<this controller>:{config.ocpp.port}{config.ocpp.path}/{st.id}"
+                    f"ws://<this controller>:{config.ocpp.port}{config.ocpp.path}/{st.id}{why}"
                 ),
             )
     yield from meter_checks(config, functools.partial(_daemon_read, api))
