@@ -260,15 +260,7 @@ def _started_v16(conn: sqlite3.Connection, event: TransactionStarted, now: datet
 
 def _started_v2(conn: sqlite3.Connection, event: TransactionStarted, now: datetime) -> Recorded:
     assert event.transaction_id is not None
-    tx = _tx_session(
-        conn,
-        event.station,
-        event.transaction_id,
-        event.connector,
-        event.at,
-        now,
-        when=lambda: event.started_at,
-    )
+    tx = _tx_session(conn, event, now, at=event.at, when=lambda: event.started_at)
     seq_last, gaps = tx.seq_last, tx.gaps
     connector = event.connector or tx.connector
     if event.seq_no is not None:
@@ -335,20 +327,22 @@ class _TxSession:
 
 def _tx_session(
     conn: sqlite3.Connection,
-    station: str,
-    tx_id: str,
-    connector: int | None,
-    at: datetime,
+    event: TransactionStarted | TransactionUpdated | TransactionEnded,
     now: datetime,
+    *,
+    at: datetime,
+    when: Callable[[], datetime | None],
     notes_if_new: str | None = None,
-    when: Callable[[], datetime | None] | None = None,
 ) -> _TxSession:
-    """The session of a 2.x transaction id, created if this is the first we hear of it.
+    """The session of a 2.x event's transaction id, created (started `at`) if this is the
+    first we hear of it.
 
     `when` gives the charger's time of the event. It is asked only where the id names a
     completed session, or more than one: an event after that session's stop is of a new
     transaction that reuses the id (a charger that counts again after a reset; OCPP 2.0.1
     Part 1 §7.3 asks for unique ids), one before it is a late, queued event of it."""
+    station, tx_id, connector = event.station, event.transaction_id, event.connector
+    assert tx_id is not None, "2.x events carry the charger's transaction id"
     rows = conn.execute(
         "SELECT id, connector, seq_last, seq_gaps, notes, status, started_at, stopped_at"
         " FROM sessions WHERE station = ? AND transaction_id = ? ORDER BY id DESC",
@@ -357,7 +351,7 @@ def _tx_session(
     if len(rows) == 1 and rows[0][5] == "active":
         return _TxSession(rows[0])  # the usual case
     if rows:
-        charger_time = when() if when is not None else None
+        charger_time = when()
         if charger_time is None:
             return _TxSession(rows[0])
         stamp = iso_utc(charger_time)
@@ -384,15 +378,7 @@ def _charger_time(raw: Json) -> datetime | None:
 
 
 def _updated(conn: sqlite3.Connection, event: TransactionUpdated, now: datetime) -> Recorded:
-    tx = _tx_session(
-        conn,
-        event.station,
-        event.transaction_id,
-        event.connector,
-        event.at,
-        now,
-        when=lambda: _charger_time(event.raw),
-    )
+    tx = _tx_session(conn, event, now, at=event.at, when=lambda: _charger_time(event.raw))
     seq_last, gaps = track_seq(tx.seq_last, tx.gaps, event.seq_no)
     energy = energy_import_wh(event.readings)
     connector = tx.connector or event.connector or 0
@@ -501,13 +487,11 @@ def _ended_v2_session(
     assert event.transaction_id is not None
     tx = _tx_session(
         conn,
-        event.station,
-        event.transaction_id,
-        event.connector,
-        event.stopped_at,
+        event,
         now,
-        notes_if_new=f"Ended for unknown transactionId {event.transaction_id}",
+        at=event.stopped_at,
         when=lambda: event.stopped_at,
+        notes_if_new=f"Ended for unknown transactionId {event.transaction_id}",
     )
     if tx.created:
         log.warning("journal.stop.unknown", station=event.station, tx=event.transaction_id)
