@@ -1,4 +1,5 @@
-"""A charger whose clock is wrong is named: its session times are wrong by as much.
+"""A charger whose clock is wrong is named, and offered the time: its session times are
+wrong by as much.
 
 Chargers without a backed-up clock start at 1970 or at their build date after a power
 cut, until they take the time from BootNotification or Heartbeat (OCPP 1.6 §4.2, §4.6).
@@ -6,6 +7,7 @@ cut, until they take the time from BootNotification or Heartbeat (OCPP 1.6 §4.2
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,23 +60,37 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     site = await start_site()
+    config = tmp_path / "edge.toml"
+    config.write_text(site_config(tmp_path))
     charger = await RawCharger.connect(site.url, "CP16")
+
+    def ahead() -> dict[str, object]:
+        return _status(datetime.now(UTC) + timedelta(hours=2, seconds=30))
+
     try:
         await charger.call("BootNotification", BOOT_16)
         with capture_logs() as logs:
-            ahead = datetime.now(UTC) + timedelta(hours=2)
-            await charger.call("StatusNotification", _status(ahead))
+            await charger.call("StatusNotification", ahead())
             off = next(e for e in logs if e["event"] == "ocpp.clock.off")
-        assert off["station"] == "CP16" and abs(off["offset_s"] - 7200) <= 2
+            # Edge offers it the time at once: a Heartbeat's answer carries it.
+            trigger = await charger.next_call()
+            assert trigger[2:] == ["TriggerMessage", {"requestedMessage": "Heartbeat"}]
+            await charger.answer(trigger, {"status": "Accepted"})
+            await until(lambda: any(e["event"] == "ocpp.clock.time_offered" for e in logs))
+        assert off["station"] == "CP16" and abs(off["offset_s"] - 7230) <= 2
+
+        # It sends the Heartbeat but keeps its clock: still named, and not asked again.
+        await charger.call("Heartbeat", {})
+        await charger.call("StatusNotification", ahead())
+        await asyncio.sleep(0.3)
+        assert charger.calls.empty()
         _, station = await api(site, "/api/v1/stations/CP16")
-        assert abs(station["clock_offset_s"] - 7200) <= 2
+        assert abs(station["clock_offset_s"] - 7230) <= 2
         code, out = await edge_cli("stations", "--api", site.api)
         assert code == 0 and "(clock 2 h ahead)" in out, out
-        config = tmp_path / "edge.toml"
-        config.write_text(site_config(tmp_path))
         code, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
         assert "station CP16: clock 2 h ahead of this controller's" in out, out
-        assert "edge station CP16 trigger Heartbeat" in out
+        assert "set its clock or NTP server on the charger" in out
 
         # It takes the time from a Heartbeat's answer; its next message shows it right.
         with capture_logs() as logs:

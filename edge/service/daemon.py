@@ -91,6 +91,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._tuned_gc = False
+        self._offers: set[asyncio.Task[None]] = set()  # TriggerMessage(Heartbeat) in flight
 
     async def start(self) -> None:
         """Open the store, restore state, listen for chargers and for the API."""
@@ -121,6 +122,7 @@ class Daemon:
             metrics=self.metrics,
         )
         commands.load = self.load
+        site.on_clock_off = functools.partial(self._offer_time, commands)
         site.listeners.append(self.load.on_event)
         self.meters.listeners.append(self.load.on_meter)
         self.uplink = uplink_of(self.config, store, commands, self.registry, self.meters)
@@ -207,14 +209,31 @@ class Daemon:
         if any(pruned.values()):
             log.info("retention.pruned", before=before.isoformat(), **pruned)
 
+    def _offer_time(self, commands: StationCommands, station: str) -> None:
+        """A charger's clock went off: have it send a Heartbeat, whose answer carries the
+        time (OCPP 1.6 §4.6, §5.17 TriggerMessage; 2.0.1 F06, G02). Once per episode."""
+
+        async def offer() -> None:
+            try:
+                result = await commands.run(station, "trigger", {"message": "Heartbeat"})
+            except EdgeError as exc:
+                log.warning("ocpp.clock.trigger_failed", station=station, error=str(exc))
+                return
+            log.info("ocpp.clock.time_offered", station=station, status=result["status"])
+
+        task = asyncio.create_task(offer(), name=f"offer-time-{station}")
+        self._offers.add(task)
+        task.add_done_callback(self._offers.discard)
+
     async def stop(self) -> None:
         """Stop accepting, close chargers' sockets, drain the store; once."""
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
+        running = (*self._tasks, *self._offers)
+        for task in running:
             task.cancel()
-        for task in self._tasks:
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.uplink is not None:

@@ -77,7 +77,8 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                 yield (
                     False,
                     f"station {st.id}: {clock} of this controller's, so are its session"
-                    f" times; `edge station {st.id} trigger Heartbeat` gives it the time",
+                    " times; it did not take the time edge offered (a Heartbeat's answer):"
+                    " set its clock or NTP server on the charger",
                 )
         else:
             tried = refusals_of(st.id, refused)

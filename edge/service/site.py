@@ -42,6 +42,8 @@ class SiteService:
         self.local_tags = 0  # size of the local authorization list, kept current
         # called with each committed event (e.g. the load controller watches boots)
         self.listeners: list[Callable[[Event, Recorded], None]] = []
+        # called with a station whose clock has just gone off (the daemon offers it the time)
+        self.on_clock_off: Callable[[str], None] | None = None
         # the cloud's say on a tag (OCPP uplink, DESIGN.md §4.5); None: it did not answer
         self.cloud_authorize: Callable[[str, str], Awaitable[dict[str, Any] | None]] | None = None
 
@@ -76,8 +78,10 @@ class SiteService:
             st = self.registry.station(station)
             if st.clock_off:
                 # Its session times are off by as much; BootNotification and Heartbeat give
-                # it the time (OCPP 1.6 §4.2, §4.6): `edge station ID trigger Heartbeat`.
+                # it the time (OCPP 1.6 §4.2, §4.6).
                 log.warning("ocpp.clock.off", station=station, offset_s=st.clock_offset_s)
+                if self.on_clock_off is not None:
+                    self.on_clock_off(station)
             else:
                 log.info("ocpp.clock.ok", station=station, offset_s=st.clock_offset_s)
         self.registry.clock_changes.clear()
