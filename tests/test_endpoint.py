@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import os
 import ssl
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.certs import make_certs
 from tests.conftest import RunningSite, StartSite, site_config
 from tests.peer import BOOT_2, BOOT_16, RawCharger
 from tests.test_meters_daemon import edge_cli
+from tests.wait import until
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -81,6 +83,57 @@ async def test_refused_chargers_are_shown_to_whoever_commissions_the_site(
     assert "station CP16: not connected" in out and "refused 'cp16' from 127.0.0.1" in out
     assert "station CP201: not connected" in out and "auth: wrong credentials" in out
     assert "station CP21: not connected; point it at" in out and "CP21; refused" not in out
+
+
+async def _pings_received(url: str, station: str, seconds: float) -> tuple[int, bool]:
+    """Open a websocket by hand, answer nothing for `seconds` (a charger that never
+    answers pings): the server's ping frames (opcode 9), and whether it closed."""
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /ocpp/{station} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+        ).encode()
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    pings, closed = 0, False
+    try:
+        async with asyncio.timeout(seconds):
+            while not closed:
+                head = await reader.readexactly(2)
+                await reader.readexactly(head[1] & 0x7F)  # server frames: short, unmasked
+                pings += (head[0] & 0x0F) == 0x9
+                closed = (head[0] & 0x0F) == 0x8
+    except TimeoutError:
+        pass
+    except asyncio.IncompleteReadError:
+        closed = True
+    writer.close()
+    return pings, closed
+
+
+async def test_a_charger_profile_can_turn_websocket_pings_off(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    # RFC 6455 §5.5.2 has every endpoint answer pings; some chargers never do.
+    quiet = tmp_path / "no-ping.toml"
+    quiet.write_text('[charger]\nname = "No pong"\n[connection]\nwebsocket_ping = false\n')
+    text = site_config(tmp_path).replace("ping_interval_s = 0", "ping_interval_s = 0.2")
+    text = text.replace('id = "CP16"', f'id = "CP16"\nprofile = "{quiet}"')
+    site = await start_site(text=text)
+    # Pinged, and closed when it does not answer, with a log line that says what to do ...
+    with capture_logs() as logs:
+        assert await _pings_received(site.url, "CP201", 1.0) == (1, True)
+        await until(lambda: any(e["event"] == "ocpp.disconnected" for e in logs))
+    [gone] = [e for e in logs if e["event"] == "ocpp.disconnected"]
+    assert "keepalive ping timeout" in gone["reason"] and "websocket_ping = false" in gone["hint"]
+    # ... unless its charger profile says it never does: then it stays connected.
+    with capture_logs() as logs:
+        assert await _pings_received(site.url, "CP16", 1.0) == (0, False)
+    assert any(e["event"] == "ocpp.keepalive.off" and e["station"] == "CP16" for e in logs)
 
 
 async def test_percent_encoded_ids_are_decoded(start_site: StartSite) -> None:

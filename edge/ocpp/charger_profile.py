@@ -2,13 +2,14 @@
 
 A profile says how a charger model wants its charging limits written: A or W, Absolute
 or Relative, stack level, how many periods, its least accepted current, and what to
-try when it rejects a profile. A station gets the profile its `[[stations]] profile`
-names, else the first shipped file whose vendor/model match its BootNotification,
-else `generic`.
+try when it rejects a profile; and whether it answers websocket pings. A station gets
+the profile its `[[stations]] profile` names, else the first shipped file whose
+vendor/model match its BootNotification, else `generic`.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +55,16 @@ class _Charging(_Strict):
     on_reject: list[Literal["W", "single-period", "relative", "stack-level-1"]] = []
 
 
+class _Connection(_Strict):
+    # RFC 6455 §5.5.2 has every endpoint answer a ping with a pong; some chargers never
+    # do, and the keepalive then closes their connection every ping timeout.
+    websocket_ping: bool = True
+
+
 class _File(_Strict):
     charger: _Charger
     charging: _Charging = _Charging()
+    connection: _Connection = _Connection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,7 @@ class ChargerProfile:
     vendor: str
     model: str
     charging: ChargingQuirks
+    websocket_ping: bool = True  # whether edge sends it keepalive pings
 
     def matches(self, vendor: str, model: str) -> bool:
         """Whether a BootNotification's vendor and model are this profile's."""
@@ -126,7 +135,14 @@ def parse(text: str, name: str, source: str) -> ChargerProfile:
         c.voltage_v,
         tuple(c.on_reject),
     )
-    return ChargerProfile(name, f.charger.name, f.charger.vendor, f.charger.model, quirks)
+    return ChargerProfile(
+        name,
+        f.charger.name,
+        f.charger.vendor,
+        f.charger.model,
+        quirks,
+        f.connection.websocket_ping,
+    )
 
 
 def shipped() -> dict[str, Path]:
@@ -148,8 +164,10 @@ def load(name: str) -> ChargerProfile:
     return parse(text, path.stem, str(path))
 
 
+@functools.lru_cache(maxsize=256)
 def for_station(configured: str | None, vendor: str, model: str) -> ChargerProfile:
-    """The profile a station uses: configured, else matched by vendor/model, else generic."""
+    """The profile a station uses: configured, else matched by vendor/model, else generic.
+    Read once per (configured, vendor, model): chargers reconnect by the hundred at once."""
     if configured:
         return load(configured)
     for name in shipped():

@@ -19,7 +19,7 @@ import collections
 import difflib
 import hmac
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -49,6 +49,10 @@ MAX_ID_LENGTH = 48  # OCPP 2.0.1 Part 4 §3.1.1: identity is at most 48 characte
 # Refused handshakes kept for `edge status` and `edge doctor`: at commissioning, a
 # charger given a wrong id, URL or password shows up here rather than not at all.
 REFUSALS_KEPT = 20
+PING_HINT = (
+    "it did not answer a websocket ping in time; a charger that never does needs a charger"
+    " profile with [connection] websocket_ping = false"
+)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class OcppServer:
         # One handler table per version, shared by every connection.
         self._tables = {v: self._table(v) for v in OcppVersion}
         self._closing: set[asyncio.Future[None]] = set()
+        # whether a station gets websocket keepalive pings (its charger profile says)
+        self.keepalive_for: Callable[[str], bool] = lambda station: True
         # the latest refused handshakes, newest last (see REFUSALS_KEPT)
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=REFUSALS_KEPT)
 
@@ -273,11 +279,16 @@ class OcppServer:
         if not known and not s.allow_unknown:
             meant = self._meant(station)
             return self._refuse(conn, HTTPStatus.NOT_FOUND, "unknown station", station, meant)
+        refused = None
         if s.security_profile in (1, 2):
-            return self._check_basic(conn, request, station)
-        if s.security_profile == 3:
-            return self._check_certificate(conn, station)
-        return None
+            refused = self._check_basic(conn, request, station)
+        elif s.security_profile == 3:
+            refused = self._check_certificate(conn, station)
+        if refused is None and not self.keepalive_for(station):
+            # Its charger profile says it never answers pings: no keepalive (websockets
+            # starts it after the handshake, if the connection still has an interval).
+            conn.ping_interval = None
+        return refused
 
     def _check_certificate(self, conn: ServerConnection, station: str) -> Response | None:
         """Profile 3 (OCPP 2.0.1 Part 2 A00.FR.404/405): the chain was verified in the TLS
@@ -387,7 +398,12 @@ class OcppServer:
             if self.connections.get(station) is conn:
                 del self.connections[station]
                 reason = f"{ws.close_code} {ws.close_reason}".strip() if ws.close_code else ""
-                log.info("ocpp.disconnected", reason=reason)
+                sent = ws.protocol.close_sent  # ours, if we closed it (websockets sans-I/O)
+                if sent is not None and sent.reason == "keepalive ping timeout":
+                    reason = f"{reason} ({sent.code} {sent.reason})".strip()
+                    log.info("ocpp.disconnected", reason=reason, hint=PING_HINT)
+                else:
+                    log.info("ocpp.disconnected", reason=reason)
                 await self.site.record(StationDisconnected(station, self.site.now(), reason))
 
 

@@ -23,7 +23,7 @@ from edge.domain.units import iso_utc
 from edge.errors import EdgeError
 from edge.logs import configure as configure_logging
 from edge.metrics import Metrics
-from edge.ocpp import charging, schemas
+from edge.ocpp import charger_profile, charging, schemas
 from edge.ocpp.server import OcppServer, ServerSettings
 from edge.service.backend import DaemonBackend
 from edge.service.commands import StationCommands
@@ -108,6 +108,7 @@ class Daemon:
         await self._sync_config_tags(store)
         await site.refresh_tag_count()
         self.server = OcppServer(server_settings(self.config), site, self.metrics)
+        self.server.keepalive_for = self._keepalive_for
         commands = StationCommands(self.server, self.registry, functools.partial(local_list, store))
         self.meters = MeterService(
             self.config, store, utc_now, self.registry.ev_current_a, metrics=self.metrics
@@ -208,6 +209,21 @@ class Daemon:
             return
         if any(pruned.values()):
             log.info("retention.pruned", before=before.isoformat(), **pruned)
+
+    def _keepalive_for(self, station: str) -> bool:
+        """Whether a station gets websocket pings: its charger profile (configured, or
+        matched by the vendor and model of its last boot) says."""
+        cfg = self.config.station(station)
+        identity = self.registry.station(station).identity
+        try:
+            profile = charger_profile.for_station(
+                cfg.profile if cfg else None, identity.vendor, identity.model
+            )
+        except charger_profile.ChargerProfileError:
+            return True  # named in the log by the load writer, which reads it too
+        if not profile.websocket_ping:
+            log.info("ocpp.keepalive.off", station=station, profile=profile.name)
+        return profile.websocket_ping
 
     def _offer_time(self, commands: StationCommands, station: str) -> None:
         """A charger's clock went off: have it send a Heartbeat, whose answer carries the
