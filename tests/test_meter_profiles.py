@@ -111,8 +111,10 @@ def test_profiles_list_and_check_from_the_cli(tmp_path: Path) -> None:
 
     listed = edge("profiles", "list", "--json")
     assert listed.returncode == 0
-    stems = {p["profile"] for p in json.loads(listed.stdout)}
+    stems = {p["profile"] for p in json.loads(listed.stdout) if p["kind"] == "meter"}
     assert stems >= REQUIRED
+    chargers = {p["profile"]: p for p in json.loads(listed.stdout) if p["kind"] == "charger"}
+    assert chargers["generic"]["quirks"].startswith("A, Absolute, stack level 0")
     checked = edge("profiles", "check", str(shipped()["eastron-sdm630"]))
     assert checked.returncode == 0 and "ok" in checked.stdout and "read(s)" in checked.stdout
     bad = tmp_path / "bad.toml"
@@ -125,3 +127,13 @@ def test_profiles_list_and_check_from_the_cli(tmp_path: Path) -> None:
     failed = edge("profiles", "check", str(bad))
     assert failed.returncode == 1
     assert "quantities.power.function" in failed.stderr + failed.stdout
+    # A charger profile (a [charger] table) is checked as one, every mistake named.
+    quiet = tmp_path / "no-ping.toml"
+    quiet.write_text('[charger]\nname = "No pong"\n[connection]\nwebsocket_ping = false\n')
+    checked = edge("profiles", "check", str(quiet))
+    assert checked.returncode == 0, checked.stderr
+    assert "ok: charger profile No pong" in checked.stdout
+    assert "no websocket pings" in checked.stdout
+    quiet.write_text('[charger]\nname = "No pong"\n[connection]\nwebsocket_ping = "no"\n')
+    failed = edge("profiles", "check", str(quiet))
+    assert failed.returncode == 1 and "connection.websocket_ping" in failed.stderr
