@@ -272,6 +272,21 @@ def load_line(load_: dict[str, Any]) -> str:
     )
 
 
+def _firmware_cell(s: dict[str, Any]) -> str | None:
+    """The firmware version, and an update's or upload's progress of the last day."""
+    from datetime import UTC, datetime, timedelta
+
+    said = [s["firmware"] or ""]
+    for key, what in (("firmware_status", "update"), ("upload_status", "upload")):
+        progress = s.get(key)
+        if not progress:
+            continue
+        at = datetime.fromisoformat(progress["at"].replace("Z", "+00:00"))
+        if datetime.now(UTC) - at < timedelta(days=1):
+            said.append(f"({what}: {progress['status']} {when(progress['at'])})")
+    return " ".join(p for p in said if p) or None
+
+
 def _seen_cell(s: dict[str, Any]) -> str | None:
     from edge.state.registry import clock_text
 
@@ -305,7 +320,7 @@ def stations(
             s["ocpp_version"],
             s["vendor"],
             s["model"],
-            s["firmware"],
+            _firmware_cell(s),
             _seen_cell(s),
             " ".join(f"{c['id']}:{c['status']}" for c in s["connectors"]),
             _limit_cell(s),

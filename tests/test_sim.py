@@ -36,7 +36,8 @@ from websockets.typing import Subprotocol
 from edge.sim.charger import SimCharger, SimStation
 from edge.sim.fleet import fleet_stations, run_fleet
 from edge.sim.profiles import Profile, parse_period, parse_profile
-from tests.conftest import RunningSite
+from tests.conftest import RunningSite, StartSite, site_config
+from tests.test_meters_daemon import api, edge_cli
 from tests.wait import until
 
 Payload = dict[str, Any]
@@ -972,6 +973,30 @@ async def test_the_simulator_obeys_commands(site: RunningSite, station: str, ver
     finally:
         await charger.close()
         runner.cancel()
+
+
+@pytest.mark.parametrize(("station", "version"), [("CP16", "1.6"), ("CP201", "2.0.1")])
+async def test_a_firmware_update_and_an_upload_can_be_followed(
+    start_site: StartSite, tmp_path: Path, station: str, version: str
+) -> None:
+    site = await start_site()
+    charger = SimCharger(SimStation(id=station, version=version, meter_interval_s=3600), site.url)
+    async with online(charger):
+        assert (await post(site, station, "firmware", {"url": "http://f/x"}))["accepted"]
+        assert (await post(site, station, "diagnostics", {"url": "ftp://d/"}))["accepted"]
+        state = site.daemon.registry.stations[station]
+        await until(
+            lambda: (state.progress.get("firmware_status") or {}).get("status") == "Installed"
+        )
+        await until(lambda: (state.progress.get("upload_status") or {}).get("status") == "Uploaded")
+        code, out = await edge_cli("stations", "--api", site.api)
+        assert code == 0 and "(update: Installed " in out and "(upload: Uploaded " in out, out
+    await site.daemon.stop()
+    # What the last reports said is still shown after a restart.
+    again = await start_site(text=site_config(tmp_path))
+    _, shown = await api(again, f"/api/v1/stations/{station}")
+    assert shown["firmware_status"]["status"] == "Installed"
+    assert shown["upload_status"]["status"] == "Uploaded"
 
 
 async def test_the_gateway_local_list_is_pushed_to_a_charger(site: RunningSite) -> None:

@@ -30,7 +30,7 @@ from edge.service.commands import StationCommands
 from edge.service.load import LoadController
 from edge.service.meters import MeterService
 from edge.service.site import SiteService, utc_now
-from edge.state.registry import Registry
+from edge.state.registry import PROGRESS, Registry
 from edge.store import auth as auth_store
 from edge.store import journal, outbox, queries, retention
 from edge.store.outbox import OutboxRecord
@@ -170,7 +170,8 @@ class Daemon:
         await store.write(journal.reset_connections)
         stations = await store.read(queries.list_stations)
         active = await store.read(queries.active_sessions)
-        self.registry.restore(stations, active)
+        progress = await store.read(lambda c: queries.latest_progress(c, PROGRESS))
+        self.registry.restore(stations, active, progress)
         log.info("daemon.restored", stations=len(stations), active_sessions=len(active))
 
     async def _sync_config_tags(self, store: Store) -> None:

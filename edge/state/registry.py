@@ -22,6 +22,7 @@ from edge.domain.events import (
     StationBooted,
     StationConnected,
     StationDisconnected,
+    StationNotified,
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
@@ -30,6 +31,14 @@ from edge.domain.events import (
 from edge.domain.session import Session
 from edge.domain.station import OcppVersion, StationIdentity
 from edge.domain.units import iso_utc
+
+# Progress reports of what `edge station ID firmware|diagnostics` asked for, by the
+# journal's event type: the station view keeps the latest of each.
+PROGRESS = {
+    "firmware.status": "firmware_status",
+    "diagnostics.status": "upload_status",
+    "log.status": "upload_status",
+}
 
 # How far a charger's clock may be from the controller's before edge says so. Chargers
 # without a backed-up clock start at 1970 or at their build date after a power cut, and
@@ -84,6 +93,8 @@ class StationState:
     limits: dict[int, tuple[float, str]] = field(default_factory=dict)
     # the charger's clock minus the controller's (s), from its messages' timestamps
     clock_offset_s: float | None = None
+    # latest FirmwareStatusNotification, and Diagnostics/LogStatusNotification: {status, at}
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock_sampled_at: datetime | None = None
     clock_samples: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
 
@@ -133,6 +144,8 @@ class StationState:
             "limit_error": self.limit_error,
             "metering_error": self.metering_error,
             "clock_offset_s": self.clock_offset_s,
+            "firmware_status": self.progress.get("firmware_status"),
+            "upload_status": self.progress.get("upload_status"),
             "current_a": self.current_a,
             "phase_current_a": list(self.phase_current_a) if self.phase_current_a else None,
             "connectors": [
@@ -166,8 +179,14 @@ class Registry:
             st = self.stations[station_id] = StationState(station_id, configured=False)
         return st
 
-    def restore(self, stations: Iterable[dict[str, Any]], sessions: Iterable[Session]) -> None:
-        """Load what the store remembers at start-up; every station starts disconnected."""
+    def restore(
+        self,
+        stations: Iterable[dict[str, Any]],
+        sessions: Iterable[Session],
+        progress: Iterable[tuple[str, str, str, str]] = (),
+    ) -> None:
+        """Load what the store remembers at start-up; every station starts disconnected.
+        `progress`: (station, event type, time, status) of the latest PROGRESS events."""
         for row in stations:
             st = self.station(str(row["id"]))
             st.identity = StationIdentity(
@@ -179,6 +198,9 @@ class Registry:
             version = row.get("ocpp_version")
             st.ocpp_version = OcppVersion(version) if version else None
             st.boot_status = row.get("boot_status")
+        for station, kind, at, status in progress:
+            if kind in PROGRESS:
+                self.station(station).progress[PROGRESS[kind]] = {"status": status, "at": at}
         for s in sessions:
             self.sessions[s.id] = ActiveSession(
                 s.id, s.station, s.connector, s.transaction_id, s.id_tag, s.started_at
@@ -219,6 +241,10 @@ class Registry:
                     st.current_at = event.at
                 if not event.offline:
                     self._clock(st, event.stopped_at, event.at)
+            case StationNotified() if event.kind in PROGRESS:
+                status = event.raw.get("status")
+                if isinstance(status, str):
+                    st.progress[PROGRESS[event.kind]] = {"status": status, "at": iso_utc(event.at)}
             case MeterValuesReceived():
                 self._current(st, event.readings, event.at)
                 if st.clock_due(event.at):

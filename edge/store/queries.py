@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +100,26 @@ def list_stations(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     )
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def latest_progress(
+    conn: sqlite3.Connection, kinds: Iterable[str]
+) -> list[tuple[str, str, str, str]]:
+    """(station, event type, time, status) of each station's latest event of each of
+    `kinds` (firmware, diagnostics and log upload status) still in the journal."""
+    kinds = tuple(kinds)
+    marks = ", ".join("?" for _ in kinds)
+    rows = conn.execute(
+        f"SELECT station, type, time, data FROM events WHERE id IN (SELECT max(id) FROM events"
+        f" WHERE type IN ({marks}) AND station IS NOT NULL GROUP BY station, type)",
+        kinds,
+    ).fetchall()
+    found = []
+    for station, kind, at, data in rows:
+        status = orjson.loads(data).get("raw", {}).get("status")
+        if isinstance(status, str):
+            found.append((station, kind, at, status))
+    return found
 
 
 def connector_statuses(conn: sqlite3.Connection) -> dict[str, dict[int, str]]:
