@@ -283,7 +283,7 @@ def _firmware_cell(s: dict[str, Any]) -> str | None:
             continue
         at = datetime.fromisoformat(progress["at"].replace("Z", "+00:00"))
         if datetime.now(UTC) - at < timedelta(days=1):
-            said.append(f"({what}: {progress['status']} {when(progress['at'])})")
+            said.append(f"({what}: {progress['status']} at {progress['at'][11:16]} UTC)")
     return " ".join(p for p in said if p) or None
 
 
