@@ -67,8 +67,8 @@ def load(config: Path | None) -> Any:
         fail(str(exc), EXIT_CONFIG)
 
 
-def api_section(config: Path | None) -> dict[str, Any]:
-    """`[api]` of the config, read with tomllib alone: client commands must start fast
+def config_section(config: Path | None, name: str) -> dict[str, Any]:
+    """A table of the config, read with tomllib alone: client commands must start fast
     (`edge status` within 300 ms) and the daemon has validated the file already. A file
     that does not parse goes through the full check, which reports it (exit 78)."""
     import tomllib
@@ -79,11 +79,22 @@ def api_section(config: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        section = tomllib.loads(path.read_text(encoding="utf-8")).get("api", {})
+        section = tomllib.loads(path.read_text(encoding="utf-8")).get(name, {})
     except (OSError, tomllib.TOMLDecodeError):
         load(config)  # exits 78 with every problem listed
         return {}
     return section if isinstance(section, dict) else {}
+
+
+def api_section(config: Path | None) -> dict[str, Any]:
+    """`[api]` of the config: where the daemon listens, and its token."""
+    return config_section(config, "api")
+
+
+def site_zone(config: Path | None) -> str:
+    """`[site] timezone`: tables show times in it (the JSON keeps UTC)."""
+    zone = config_section(config, "site").get("timezone", "UTC")
+    return zone if isinstance(zone, str) else "UTC"
 
 
 def client(config: Path | None, api: str | None) -> Any:
@@ -111,9 +122,20 @@ def show_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def when(iso: str | None) -> str | None:
-    """An API time, shortened for a table: 2026-11-22 10:00:05."""
-    return iso[:19].replace("T", " ") if iso else None
+def when(iso: str | None, zone: str = "UTC") -> str | None:
+    """An API time (UTC) for a table, in `zone`: 2026-11-22 11:00:05."""
+    if not iso:
+        return None
+    if zone != "UTC":
+        from datetime import datetime
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            t = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+            return t.strftime("%Y-%m-%d %H:%M:%S")
+        except (ValueError, ZoneInfoNotFoundError):
+            pass  # shown as sent
+    return iso[:19].replace("T", " ")
 
 
 # `edge sessions --csv`: the session JSON's fields (DESIGN.md §4.6), one row each.
@@ -272,7 +294,7 @@ def load_line(load_: dict[str, Any]) -> str:
     )
 
 
-def _firmware_cell(s: dict[str, Any]) -> str | None:
+def _firmware_cell(s: dict[str, Any], zone: str) -> str | None:
     """The firmware version, and an update's or upload's progress of the last day."""
     from datetime import UTC, datetime, timedelta
 
@@ -283,15 +305,17 @@ def _firmware_cell(s: dict[str, Any]) -> str | None:
             continue
         at = datetime.fromisoformat(progress["at"].replace("Z", "+00:00"))
         if datetime.now(UTC) - at < timedelta(days=1):
-            said.append(f"({what}: {progress['status']} at {progress['at'][11:16]} UTC)")
+            at_time = (when(progress["at"], zone) or "")[11:16]
+            said.append(f"({what}: {progress['status']} at {at_time})")
     return " ".join(p for p in said if p) or None
 
 
-def _seen_cell(s: dict[str, Any]) -> str | None:
+def _seen_cell(s: dict[str, Any], zone: str) -> str | None:
     from edge.state.registry import clock_text
 
     clock = clock_text(s.get("clock_offset_s"))
-    return f"{when(s['last_seen'])} ({clock})" if clock else when(s["last_seen"])
+    seen = when(s["last_seen"], zone)
+    return f"{seen} ({clock})" if clock else seen
 
 
 def _limit_cell(s: dict[str, Any]) -> str:
@@ -313,6 +337,7 @@ def stations(
     data = call(client(config, api).get, "/api/v1/stations")
     if as_json:
         return show_json(data)
+    zone = site_zone(config)
     rows = [
         [
             s["id"],
@@ -320,15 +345,15 @@ def stations(
             s["ocpp_version"],
             s["vendor"],
             s["model"],
-            _firmware_cell(s),
-            _seen_cell(s),
+            _firmware_cell(s, zone),
+            _seen_cell(s, zone),
             " ".join(f"{c['id']}:{c['status']}" for c in s["connectors"]),
             _limit_cell(s),
         ]
         for s in data
     ]
     table(
-        "Stations",
+        f"Stations (times in {zone})",
         [
             "id",
             "connected",
@@ -375,14 +400,15 @@ def sessions(
         return show_json(data)
     if as_csv:
         return _csv(data, SESSION_CSV)
+    zone = site_zone(config)
     rows = [
         [
             s["id"],
             s["station"],
             s["connector"],
             s["id_tag"],
-            when(s["started_at"]),
-            when(s["stopped_at"]),
+            when(s["started_at"], zone),
+            when(s["stopped_at"], zone),
             kwh(s["energy_wh"]),
             s["status"],
             s["stop_reason"],
@@ -391,7 +417,7 @@ def sessions(
         for s in data
     ]
     table(
-        "Sessions",
+        f"Sessions (times in {zone})",
         [
             "id",
             "station",
