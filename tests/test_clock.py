@@ -23,22 +23,39 @@ T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
 def test_the_offset_is_the_largest_of_the_last_few_messages() -> None:
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
     st = StationState("CP1", configured=True)
-    st.clock_seen(T0 + timedelta(hours=2), T0)
-    assert st.clock_offset_s == 7200 and st.clock_off
+    st.clock_seen(at(7200), at(0))
+    assert st.clock_offset_s == 7200 and st.clock_off, "a clock ahead shows at once"
     # Within 10 s of the last sample nothing is taken (one sample per 10 s at most).
-    st.clock_seen(T0, T0 + timedelta(seconds=5))
+    st.clock_seen(at(5), at(5))
     assert st.clock_offset_s == 7200
     # A message the charger queued carries an older time: it does not look like a clock
     # behind while a newer message showed the clock right.
     st = StationState("CP2", configured=True)
-    st.clock_seen(T0 + timedelta(seconds=1), T0)
-    st.clock_seen(T0 - timedelta(hours=3), T0 + timedelta(seconds=10))
+    st.clock_seen(at(1), at(0))
+    st.clock_seen(at(-3 * 3600), at(10))
     assert st.clock_offset_s == 1 and not st.clock_off
+
+
+def test_a_clock_behind_shows_only_after_a_minute_of_messages() -> None:
+    # After edge restarts, a charger sends what it queued meanwhile: old times, for a
+    # while. Only a clock behind for longer than that is one.
+    st = StationState("CP1", configured=True)
+    behind = timedelta(hours=3)
+    for s in range(0, 60, 10):  # 0 .. 50 s: could still be a queue
+        received = T0 + timedelta(seconds=s)
+        st.clock_seen(received - behind, received)
+    assert st.clock_offset_s is None and not st.clock_off
+    received = T0 + timedelta(seconds=60)
+    assert st.clock_seen(received - behind, received)
+    assert st.clock_offset_s == -10800 and st.clock_off
     # Given the time (BootNotification, Heartbeat), the next message tells afresh.
     st.clock_set()
-    st.clock_seen(T0 - timedelta(hours=3), T0 + timedelta(seconds=11))
-    assert st.clock_offset_s == -10811 and st.clock_off
+    assert st.clock_seen(T0 + timedelta(seconds=70), T0 + timedelta(seconds=70))
+    assert st.clock_offset_s == 0 and not st.clock_off
 
 
 def test_the_offset_is_said_in_words_only_beyond_the_tolerance() -> None:

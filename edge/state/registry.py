@@ -47,9 +47,12 @@ PROGRESS = {
 CLOCK_TOLERANCE_S = 120.0
 # One offset per station at most this often, and the largest of the last few kept: a
 # message the charger queued while it could not send carries an older time and would
-# otherwise look like a clock behind.
+# otherwise look like a clock behind. A clock ahead shows at once (nothing queued is
+# ahead); one behind only once the samples span CLOCK_BEHIND_AFTER, longer than a
+# charger takes to send what it queued (e.g. when edge restarts).
 CLOCK_SAMPLE_EVERY = timedelta(seconds=10)
-CLOCK_SAMPLES = 5
+CLOCK_SAMPLES = 8
+CLOCK_BEHIND_AFTER = timedelta(seconds=60)
 
 
 @dataclass(slots=True)
@@ -91,12 +94,15 @@ class StationState:
     metering_error: str | None = None
     # per connector: (limit A, reason) as the load balancer last wrote it
     limits: dict[int, tuple[float, str]] = field(default_factory=dict)
-    # the charger's clock minus the controller's (s), from its messages' timestamps
-    clock_offset_s: float | None = None
     # latest FirmwareStatusNotification, and Diagnostics/LogStatusNotification: {status, at}
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the charger's clock minus the controller's (s), from its messages' timestamps
+    clock_offset_s: float | None = None
     clock_sampled_at: datetime | None = None
-    clock_samples: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
+    # (received, offset s) of the latest samples
+    clock_samples: deque[tuple[datetime, float]] = field(
+        default_factory=lambda: deque(maxlen=CLOCK_SAMPLES)
+    )
 
     @property
     def clock_off(self) -> bool:
@@ -121,8 +127,11 @@ class StationState:
             return False
         was_off = self.clock_off
         self.clock_sampled_at = received
-        self.clock_samples.append((charger_time - received).total_seconds())
-        self.clock_offset_s = round(max(self.clock_samples))
+        self.clock_samples.append((received, (charger_time - received).total_seconds()))
+        offset = max(o for _, o in self.clock_samples)
+        span = received - self.clock_samples[0][0]
+        if offset >= -CLOCK_TOLERANCE_S or span >= CLOCK_BEHIND_AFTER:
+            self.clock_offset_s = round(offset)
         return self.clock_off != was_off
 
     def to_json(self) -> dict[str, Any]:
