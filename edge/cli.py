@@ -432,6 +432,9 @@ def sessions(
         ],
         rows,
     )
+    total = sum(s["energy_wh"] or 0.0 for s in data)
+    more = " (the --limit; there may be more)" if len(data) == limit else ""
+    typer.echo(f"{len(data)} session(s){more}, {kwh(total)} kWh")
     return None
 
 

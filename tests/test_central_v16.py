@@ -221,6 +221,7 @@ async def test_sessions_are_filtered_by_time_in_the_site_zone_and_exported_as_cs
     config.write_text(text)
     code, out = await edge_cli("sessions", "--config", str(config), "--api", site.api)
     assert code == 0 and "times in Europe/Berlin" in out and "2026-11-22 11:00:00" in out, out
+    assert "3 session(s), 4.50 kWh" in out, "the sum of what is listed, for billing"
 
 
 async def test_a_resent_start_gets_the_same_transaction_id(charger: Charger) -> None:
