@@ -98,7 +98,6 @@ class StationState:
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the charger's clock minus the controller's (s), from its messages' timestamps
     clock_offset_s: float | None = None
-    clock_sampled_at: datetime | None = None
     # (received, offset s) of the latest samples
     clock_samples: deque[tuple[datetime, float]] = field(
         default_factory=lambda: deque(maxlen=CLOCK_SAMPLES)
@@ -113,12 +112,11 @@ class StationState:
         """The charger was just given the time (BootNotification, Heartbeat): what its
         clock said before says nothing of it now; the next message tells."""
         self.clock_samples.clear()
-        self.clock_sampled_at = None
 
     def clock_due(self, received: datetime) -> bool:
         """Whether a message received now is sampled (one per CLOCK_SAMPLE_EVERY)."""
-        sampled = self.clock_sampled_at
-        return sampled is None or received - sampled >= CLOCK_SAMPLE_EVERY
+        samples = self.clock_samples
+        return not samples or received - samples[-1][0] >= CLOCK_SAMPLE_EVERY
 
     def clock_seen(self, charger_time: datetime | None, received: datetime) -> bool:
         """Note the time a charger put in a message it did not say it queued; True if
@@ -126,7 +124,6 @@ class StationState:
         if charger_time is None or not self.clock_due(received):
             return False
         was_off = self.clock_off
-        self.clock_sampled_at = received
         self.clock_samples.append((received, (charger_time - received).total_seconds()))
         offset = max(o for _, o in self.clock_samples)
         span = received - self.clock_samples[0][0]
