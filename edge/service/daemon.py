@@ -28,6 +28,7 @@ from edge.ocpp.server import OcppServer, ServerSettings
 from edge.service.backend import DaemonBackend
 from edge.service.commands import StationCommands
 from edge.service.load import LoadController
+from edge.service.load_writer import station_profile
 from edge.service.meters import MeterService
 from edge.service.site import SiteService, utc_now
 from edge.state.registry import PROGRESS, Registry
@@ -214,12 +215,8 @@ class Daemon:
     def _keepalive_for(self, station: str) -> bool:
         """Whether a station gets websocket pings: its charger profile (configured, or
         matched by the vendor and model of its last boot) says."""
-        cfg = self.config.station(station)
-        identity = self.registry.station(station).identity
         try:
-            profile = charger_profile.for_station(
-                cfg.profile if cfg else None, identity.vendor, identity.model
-            )
+            profile = station_profile(self.config, self.registry, station)
         except charger_profile.ChargerProfileError:
             return True  # named in the log by the load writer, which reads it too
         if not profile.websocket_ping:

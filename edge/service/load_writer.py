@@ -39,6 +39,18 @@ BACKOFF_S = 10.0  # a station that failed a limit is left alone (held) this long
 LIMIT_TIMEOUT_S = 10.0  # a limit is a small CALL; a charger slower than this is unwell
 
 
+def station_profile(
+    config: Config, registry: Registry, station: str
+) -> charger_profile.ChargerProfile:
+    """The charger profile a station uses: the one its `[[stations]] profile` names, else
+    one matching the vendor and model of its last boot. ChargerProfileError if broken."""
+    cfg = config.station(station)
+    identity = registry.station(station).identity
+    return charger_profile.for_station(
+        cfg.profile if cfg else None, identity.vendor, identity.model
+    )
+
+
 class Charger(Protocol):
     """What the writer needs of the OCPP endpoint."""
 
@@ -146,13 +158,8 @@ class LimitWriter:
     def quirks_of(self, station: str) -> charger_profile.ChargingQuirks:
         quirks = self.quirks.get(station)
         if quirks is None:
-            cfg = self.config.station(station)
-            st = self.registry.station(station)
             try:
-                profile = charger_profile.for_station(
-                    cfg.profile if cfg else None, st.identity.vendor, st.identity.model
-                )
-                quirks = profile.charging
+                quirks = station_profile(self.config, self.registry, station).charging
             except charger_profile.ChargerProfileError as exc:
                 log.error("load.charger_profile.failed", station=station, error=str(exc))
                 quirks = charger_profile.ChargingQuirks()
