@@ -58,6 +58,34 @@ def test_a_clock_behind_shows_only_after_a_minute_of_messages() -> None:
     assert st.clock_offset_s == 0 and not st.clock_off
 
 
+def test_a_long_queue_sent_after_an_outage_is_not_a_clock_behind() -> None:
+    # An OCPP 1.6 charger that was cut off for hours sends what it queued one message at
+    # a time, without saying it was queued; over a slow link that can take minutes. Its
+    # times close in on the present faster than time passes: never a clock behind.
+    st = StationState("CP1", configured=True)
+    for s in range(0, 150, 10):
+        received = T0 + timedelta(seconds=s)
+        queued_at = T0 - timedelta(hours=3) + timedelta(seconds=s * 72)
+        st.clock_seen(queued_at, received)
+        assert not st.clock_off, s
+    # Then live messages: the clock is right.
+    st.clock_seen(T0 + timedelta(seconds=160), T0 + timedelta(seconds=160))
+    assert st.clock_offset_s == 0
+    # A clock that is behind stays behind by the same amount: named once a minute of
+    # samples agree, even after such a queue.
+    st = StationState("CP2", configured=True)
+    for s in range(0, 50, 10):
+        received = T0 + timedelta(seconds=s)
+        st.clock_seen(T0 - timedelta(hours=5) + timedelta(seconds=s * 300), received)
+    named = [
+        s
+        for s in range(50, 200, 10)
+        if st.clock_seen(T0 + timedelta(seconds=s - 3600), T0 + timedelta(seconds=s))
+    ]
+    assert named == [120] and st.clock_offset_s == -3600
+    # (120 s: 8 samples of 10 s after the last queued one, spanning 70 s.)
+
+
 def test_the_offset_is_said_in_words_only_beyond_the_tolerance() -> None:
     assert clock_text(None) is None
     assert clock_text(-90) is None

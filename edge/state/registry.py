@@ -49,10 +49,14 @@ CLOCK_TOLERANCE_S = 120.0
 # message the charger queued while it could not send carries an older time and would
 # otherwise look like a clock behind. A clock ahead shows at once (nothing queued is
 # ahead); one behind only once the samples span CLOCK_BEHIND_AFTER, longer than a
-# charger takes to send what it queued (e.g. when edge restarts).
+# charger usually takes to send what it queued (e.g. when edge restarts), and only while
+# they agree within CLOCK_STEADY_S: a clock that is wrong stays wrong by the same amount,
+# while the times of a queue being sent (an OCPP 1.6 charger does not say a message was
+# queued) close in on the present faster than time passes.
 CLOCK_SAMPLE_EVERY = timedelta(seconds=10)
 CLOCK_SAMPLES = 8
 CLOCK_BEHIND_AFTER = timedelta(seconds=60)
+CLOCK_STEADY_S = 30.0
 
 
 @dataclass(slots=True)
@@ -125,9 +129,12 @@ class StationState:
             return False
         was_off = self.clock_off
         self.clock_samples.append((received, (charger_time - received).total_seconds()))
-        offset = max(o for _, o in self.clock_samples)
-        span = received - self.clock_samples[0][0]
-        if offset >= -CLOCK_TOLERANCE_S or span >= CLOCK_BEHIND_AFTER:
+        offsets = [o for _, o in self.clock_samples]
+        offset = max(offsets)
+        if offset >= -CLOCK_TOLERANCE_S or (
+            received - self.clock_samples[0][0] >= CLOCK_BEHIND_AFTER
+            and offset - min(offsets) <= CLOCK_STEADY_S
+        ):
             self.clock_offset_s = round(offset)
         return self.clock_off != was_off
 
