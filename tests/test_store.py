@@ -168,6 +168,20 @@ async def test_2x_events_out_of_order_make_one_session(store: Store) -> None:
     assert done.offline, "offline is sticky once any event said so"
 
 
+async def test_a_session_first_heard_of_by_a_queued_update_starts_at_its_time(
+    store: Store,
+) -> None:
+    # After an outage a charger's queued Updated may arrive before its Started (or the
+    # Started was lost). Until the Started comes, the charger's time of the first event
+    # is the best start edge has; its own time of receipt could be hours late.
+    queued_at = T0 - timedelta(hours=2)
+    raw = {"timestamp": queued_at.isoformat(), "seqNo": 4}
+    update = TransactionUpdated("CP2", T0, "TX7", 4, True, "MeterValuePeriodic", raw, connector=1)
+    sid = (await store.record(update)).session_id or 0
+    session = await store.read(lambda c: queries.get_session(c, sid))
+    assert session is not None and session.started_at == queued_at
+
+
 async def test_a_2x_start_after_its_end_keeps_the_session_completed(store: Store) -> None:
     ended = TransactionEnded("CP2", T0, T0, 900.0, "EVDisconnected", {}, transaction_id="TX1")
     await store.record(ended)

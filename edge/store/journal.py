@@ -334,13 +334,16 @@ def _tx_session(
     when: Callable[[], datetime | None],
     notes_if_new: str | None = None,
 ) -> _TxSession:
-    """The session of a 2.x event's transaction id, created (started `at`) if this is the
-    first we hear of it.
+    """The session of a 2.x event's transaction id, created if this is the first we hear
+    of it: started at the event's own time, or `at` if it has none. (An Updated that
+    arrives before its Started, after an outage, then gives the session the charger's time
+    of its first known event rather than edge's time of receipt, until the Started comes.)
 
     `when` gives the charger's time of the event. It is asked only where the id names a
-    completed session, or more than one: an event after that session's stop is of a new
-    transaction that reuses the id (a charger that counts again after a reset; OCPP 2.0.1
-    Part 1 §7.3 asks for unique ids), one before it is a late, queued event of it."""
+    completed session, or more than one, or none: an event after that session's stop is
+    of a new transaction that reuses the id (a charger that counts again after a reset;
+    OCPP 2.0.1 Part 1 §7.3 asks for unique ids), one before it is a late, queued event of
+    it."""
     station, tx_id, connector = event.station, event.transaction_id, event.connector
     assert tx_id is not None, "2.x events carry the charger's transaction id"
     rows = conn.execute(
@@ -350,8 +353,8 @@ def _tx_session(
     ).fetchall()
     if len(rows) == 1 and rows[0][5] == "active":
         return _TxSession(rows[0])  # the usual case
+    charger_time = when()
     if rows:
-        charger_time = when()
         if charger_time is None:
             return _TxSession(rows[0])
         stamp = iso_utc(charger_time)
@@ -361,10 +364,11 @@ def _tx_session(
             return _TxSession(row)
         log.warning("journal.transaction_id.reused", station=station, tx=tx_id, ended=row[0])
     stamp = iso_utc(now)
+    started = iso_utc(charger_time or at)
     cur = conn.execute(
         "INSERT INTO sessions (station, connector, transaction_id, started_at, status, notes,"
         " created_at, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
-        (station, connector or 0, tx_id, iso_utc(at), notes_if_new, stamp, stamp),
+        (station, connector or 0, tx_id, started, notes_if_new, stamp, stamp),
     )
     return _TxSession(
         (int(cur.lastrowid or 0), connector or 0, None, None, notes_if_new, "active"), True
