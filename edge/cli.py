@@ -271,7 +271,35 @@ def status(
         f"uplink    {up['mode']}, {'connected' if up['connected'] else 'not connected'}, "
         f"backlog {up['backlog']}"
     )
+    if "store" in data:
+        typer.echo(f"store     {store_line(data['store'], site_zone(config))}")
     return None
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def store_line(store: dict[str, Any], zone: str) -> str:
+    """The database's size and the disk's free space; a full disk and what it cost."""
+    line = f"{_size(store['size_bytes'])}, {_size(store['free_bytes'])} free on disk"
+    if store.get("reserve_bytes") and not store.get("reserve_held"):
+        line += " (reserve given back)"
+    dropped = sum((store.get("dropped") or {}).values())
+    if store.get("disk_full"):
+        line += (
+            f"; DISK FULL since {when(store['disk_full_at'], zone)}: the oldest meter values"
+            " are dropped to make room (sessions are kept); free some disk space"
+        )
+    if dropped:
+        line += f"; {dropped} old meter value rows dropped for room so far"
+    return line
 
 
 def _phases(values: Any) -> str:

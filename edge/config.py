@@ -181,6 +181,9 @@ class StoreConfig(Section):
     path: str = "/var/lib/edge/edge.sqlite"
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
     outbox_max_rows: Annotated[int, Field(ge=1000)] = 200_000
+    # MiB of free space held beside the database and given back when the disk is full,
+    # so that the store can still make room (edge/store/room.py); 0: none.
+    reserve_mb: Annotated[int, Field(ge=0, le=1024)] = 8
 
 
 class MeterConfig(Section):

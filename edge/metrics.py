@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from edge.store.room import DiskState, free_bytes
 
 
 class Metrics:
@@ -138,6 +141,37 @@ class Metrics:
         self.commit_seconds.observe(seconds)
         self.commit_batch.observe(batch)
 
+    def watch_disk(self, disk: DiskState) -> None:
+        """Gauges read off the store's disk state at each scrape."""
+        r = self.registry
+        Gauge(
+            "edge_store_disk_full",
+            "1 since a write failed for want of room, until the disk has room again",
+            registry=r,
+        ).set_function(lambda: float(disk.full))
+        Gauge(
+            "edge_store_disk_free_bytes",
+            "Free space on the filesystem holding the database",
+            registry=r,
+        ).set_function(lambda: float(free_bytes(disk.path) or 0))
+        Gauge(
+            "edge_store_reserve_held",
+            "1 while the reserve of free space beside the database is held",
+            registry=r,
+        ).set_function(lambda: float(disk.reserve.held))
+        dropped = Gauge(
+            "edge_store_dropped_rows",
+            "Journal rows dropped to make room on a full disk, since the database began",
+            ["table"],
+            registry=r,
+        )
+        for table in ("meter_values", "site_meter_samples"):
+            dropped.labels(table).set_function(functools.partial(_dropped, disk, table))
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _dropped(disk: DiskState, table: str) -> float:
+    return float(disk.dropped.get(table, 0))

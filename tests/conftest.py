@@ -33,6 +33,7 @@ listen = "127.0.0.1:0"
 
 [store]
 path = "{db}"
+reserve_mb = 1
 
 [[stations]]
 id = "CP16"

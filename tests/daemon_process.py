@@ -33,6 +33,7 @@ call_timeout_s = 2
 listen = "127.0.0.1:{api}"
 [store]
 path = "{db}"
+reserve_mb = 1
 [log]
 level = "warning"
 format = "json"

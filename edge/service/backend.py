@@ -80,6 +80,7 @@ class DaemonBackend:
             },
             "uplink": self.uplink(),
             "v2g": self.v2g(),
+            "store": self.site.store.disk.to_json(),
         }
 
     def stations(self) -> list[dict[str, Any]]:

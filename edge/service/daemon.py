@@ -101,8 +101,11 @@ class Daemon:
         path = Path(self.config.store.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = self.store = await Store.open(
-            path, outbox_max_rows=self.config.store.outbox_max_rows
+            path,
+            outbox_max_rows=self.config.store.outbox_max_rows,
+            reserve_bytes=self.config.store.reserve_mb * 1024 * 1024,
         )
+        self.metrics.watch_disk(store.disk)
         store.on_commit = self.metrics.on_commit
         await self._restore(store)
         site = SiteService(self.config, store, self.registry)

@@ -8,12 +8,14 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from edge.config import Config
 from edge.ocpp.refusals import refusal_text, refusals_of
 from edge.state.registry import clock_text
+from edge.store import room
 
 Check = tuple[bool, str]
 
@@ -51,10 +53,12 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
     try:
         ready = api.get("/health/ready")
         stations = {s["id"]: s for s in api.get("/api/v1/stations")}
-        refused = api.get("/api/v1/status")["stations"].get("refused") or []
+        status = api.get("/api/v1/status")
+        refused = status["stations"].get("refused") or []
         uplink = api.get("/api/v1/uplink")
     except DaemonUnreachable as exc:
         yield False, f"daemon: {exc}; start it with `systemctl start edge` or `edge run`"
+        yield from disk_checks(config, None)
         # The meters can still be read: nothing else holds their bus.
         yield from meter_checks(config, _direct_reads(config))
         return
@@ -62,6 +66,7 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
         yield False, f"daemon answered {exc.status}: {exc.message}"
         return
     yield bool(ready.get("ready")), f"daemon ready: {ready}"
+    yield from disk_checks(config, status.get("store"))
     for st in config.stations:
         seen = stations.get(st.id, {})
         if seen.get("connected"):
@@ -99,6 +104,39 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                 f"{'connected' if uplink.get('connected') else 'not connected'}"
                 f" ({uplink.get('last_error') or 'no error'})"
             ),
+        )
+
+
+def disk_checks(config: Config, store: dict[str, Any] | None) -> Iterator[Check]:
+    """Room for the journal (DESIGN.md §2): a full disk costs the oldest meter values,
+    and with nothing left to drop, every charger message is refused until there is room.
+    `store` is the daemon's view (status JSON); without a daemon the disk is looked at."""
+    path = Path(config.store.path)
+    reserve = config.store.reserve_mb * 1024 * 1024
+    free = store.get("free_bytes") if store else room.free_bytes(path)
+    need = max(room.LOW_SPACE_BYTES, 2 * reserve)
+    where = f"disk of {path}"
+    if store and store.get("disk_full"):
+        yield (
+            False,
+            f"{where}: FULL since {store.get('disk_full_at')}; the oldest meter values are"
+            " being dropped to make room: free disk space (e.g. `journalctl --vacuum-size=`)",
+        )
+    elif free is None:
+        yield False, f"{where}: cannot be read (does {path.parent} exist?)"
+    elif free < need:
+        yield (
+            False,
+            f"{where}: {free // 2**20} MiB free, less than {need // 2**20} MiB: free disk space"
+            " before the journal runs out of room",
+        )
+    else:
+        yield True, f"{where}: {free // 2**20} MiB free"
+    if store and reserve and not store.get("reserve_held"):
+        yield (
+            False,
+            f"{where}: the reserve of {config.store.reserve_mb} MiB is not held (the disk"
+            " had less than twice that free); edge takes it once there is room",
         )
 
 

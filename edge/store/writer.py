@@ -24,7 +24,7 @@ import structlog
 
 from edge.domain.events import Event, Recorded
 from edge.errors import EdgeError
-from edge.store import journal
+from edge.store import journal, room
 from edge.store.schema import migrate
 
 T = TypeVar("T")
@@ -32,6 +32,14 @@ log = structlog.get_logger("edge.store")
 
 MAX_BATCH = 1000
 _STOP = object()
+# How often the writer looks at the disk's free space: to take the reserve again, and to
+# see a full disk cleared (seconds; more often while it is full).
+DISK_CHECK_S = 60.0
+DISK_CHECK_FULL_S = 1.0
+# Times a batch's writes that failed for want of room run again after room is made.
+ROOM_TRIES = 3
+# While the disk stays full, what is dropped to make room is logged at most this often.
+DISK_LOG_S = 60.0
 
 # One queued write: the function, its caller's future, and that caller's event loop.
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
@@ -65,9 +73,21 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Store:
     """The SQLite journal and outbox behind an async facade."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, outbox_max_rows: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        outbox_max_rows: int,
+        reserve: room.Reserve | None = None,
+    ) -> None:
         self._path = path
         self._conn = conn
+        self.disk = room.DiskState(
+            path, reserve or room.Reserve(path, 0), dropped=room.load_dropped(conn)
+        )
+        self._disk_checked = time.monotonic()
+        self._full_logged = -DISK_LOG_S  # the first full disk is logged at once
+        self._unlogged: dict[str, int] = {}  # dropped since the last `store.full` line
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store-read")
         self._read_conn: sqlite3.Connection | None = None
@@ -79,9 +99,13 @@ class Store:
         self._thread.start()
 
     @classmethod
-    async def open(cls, path: str | Path, *, outbox_max_rows: int = 200_000) -> Store:
-        """Open (creating and migrating as needed) the database file."""
+    async def open(
+        cls, path: str | Path, *, outbox_max_rows: int = 200_000, reserve_bytes: int = 0
+    ) -> Store:
+        """Open (creating and migrating as needed) the database file, and take its reserve
+        of free space (edge/store/room.py) if `reserve_bytes`."""
         path = Path(path)
+        reserve = room.Reserve(path, reserve_bytes)
 
         def prepare() -> sqlite3.Connection:
             conn = connect(path)
@@ -92,10 +116,17 @@ class Store:
                 raise
             if applied:
                 log.info("store.migrated", path=str(path), applied=applied)
+            if reserve_bytes and not reserve.hold():
+                log.warning(
+                    "store.reserve.unavailable",
+                    path=str(reserve.path),
+                    reserve_bytes=reserve_bytes,
+                    free_bytes=room.free_bytes(path),
+                )
             return conn
 
         conn = await asyncio.to_thread(prepare)
-        return cls(path, conn, outbox_max_rows)
+        return cls(path, conn, outbox_max_rows, reserve)
 
     @property
     def path(self) -> Path:
@@ -179,6 +210,10 @@ class Store:
         )
         if self._cap.added(enqueued):
             self._enforce_cap()
+        if time.monotonic() - self._disk_checked >= (
+            DISK_CHECK_FULL_S if self.disk.full else DISK_CHECK_S
+        ):
+            self._check_disk()
 
     def _wake(self, batch: list[_Op], outcomes: list[tuple[bool, Any]]) -> None:
         """Resolve the callers' futures: one wake-up of each event loop per batch."""
@@ -208,7 +243,16 @@ class Store:
         finally:
             if isinstance(conn, journal.JournalConnection):
                 conn.deferred = None
-        return self._execute_guarded(batch)
+        outcomes = self._execute_guarded(batch)
+        for _ in range(ROOM_TRIES):
+            full = [i for i, (ok, value) in enumerate(outcomes) if not ok and room.is_full(value)]
+            if not full or not self._make_room():
+                break
+            # Only what failed for want of room runs again; the rest is committed.
+            again = self._execute_guarded([batch[i] for i in full])
+            for i, outcome in zip(full, again, strict=True):
+                outcomes[i] = outcome
+        return outcomes
 
     def _execute_unguarded(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
         conn = self._conn
@@ -231,6 +275,10 @@ class Store:
                     result = fn(conn)
                     conn.execute("RELEASE op")
                 except Exception as exc:  # one failing op must not fail the batch
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (it may on SQLITE_FULL
+                        # or an I/O error): the ops before this one are undone too.
+                        raise
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     journal.forget_counters(conn)
@@ -247,6 +295,52 @@ class Store:
             journal.forget_counters(conn)
             return [(False, exc)] * len(batch)
         return outcomes
+
+    def _make_room(self) -> bool:
+        """A write failed for want of room: give back the reserve, checkpoint, drop the
+        oldest droppable rows (edge/store/room.py). False if nothing could be done."""
+        disk = self.disk
+        disk.full, disk.full_at = True, _now()
+        released = disk.reserve.release()
+        checkpointed = False
+        with contextlib.suppress(sqlite3.Error):
+            # Copies the WAL into the database file (the reserve's room lets the file grow),
+            # so that the WAL is written from its start again instead of growing.
+            busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            checkpointed = busy == 0 and 0 < frames == done
+        try:
+            dropped = room.make_room(self._conn)
+        except sqlite3.Error as exc:
+            log.error("store.full.no_room", error=str(exc), reserve_released=released)
+            return released or checkpointed
+        for table, n in dropped.items():
+            if table == "outbox":
+                self._cap.rows -= n
+            else:
+                disk.dropped[table] = disk.dropped.get(table, 0) + n
+            self._unlogged[table] = self._unlogged.get(table, 0) + n
+        now = time.monotonic()
+        if released or now - self._full_logged >= DISK_LOG_S:
+            # At most once a minute while the disk stays full, with what was dropped since.
+            log.warning(
+                "store.full",
+                dropped=self._unlogged,
+                reserve_released=released,
+                free_bytes=room.free_bytes(self._path),
+            )
+            self._full_logged, self._unlogged = now, {}
+        return bool(dropped) or released or checkpointed
+
+    def _check_disk(self) -> None:
+        """Take the reserve again, and see a full disk cleared, once there is room."""
+        self._disk_checked = time.monotonic()
+        disk = self.disk
+        if not disk.reserve.held and disk.reserve.hold():
+            log.info("store.reserve.held", path=str(disk.reserve.path))
+        if disk.full and disk.room_again():
+            disk.full = False
+            self._full_logged = -DISK_LOG_S
+            log.info("store.disk.recovered", free_bytes=room.free_bytes(self._path))
 
     def _enforce_cap(self) -> None:
         try:
