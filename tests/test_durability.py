@@ -8,9 +8,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from tests.conftest import RunningSite
 from tests.daemon_process import DaemonProcess, write_config
 from tests.peer import BOOT_16, RawCharger
+from tests.wait import until
 
 STATIONS = [f"CP{i}" for i in range(3, 21)]  # plus CP1, CP2 from the base config
 
@@ -146,3 +149,21 @@ async def test_a_full_disk_refuses_what_it_cannot_store_and_loses_nothing(
     assert seqs == list(range(1, len(seqs) + 1)), "no seq was lost to the refused write"
     assert [t for _, t in rows].count("data.transfer") == 1
     await charger.close()
+
+
+async def test_a_station_that_goes_while_nothing_can_be_stored_is_shown_gone(
+    site: RunningSite,
+) -> None:
+    # When the store takes no more writes (a full disk with nothing left to drop, a
+    # failing SD card), the disconnect cannot be journaled; the live state, which load
+    # balancing and `edge stations` read, must still say the station is gone.
+    charger = await RawCharger.connect(site.url, "CP16")
+    await charger.call("BootNotification", BOOT_16)
+    assert site.daemon.registry.stations["CP16"].connected
+    assert site.daemon.store is not None
+    await site.daemon.store.close()
+    with capture_logs() as logs:
+        await charger.close()
+        await until(lambda: not site.daemon.registry.stations["CP16"].connected)
+    [unrecorded] = [e for e in logs if e["event"] == "ocpp.disconnect.unrecorded"]
+    assert "closed" in unrecorded["error"], unrecorded

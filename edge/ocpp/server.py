@@ -404,7 +404,10 @@ class OcppServer:
                     log.info("ocpp.disconnected", reason=reason, hint=PING_HINT)
                 else:
                     log.info("ocpp.disconnected", reason=reason)
-                await self.site.record(StationDisconnected(station, self.site.now(), reason))
+                try:
+                    await self.site.record(StationDisconnected(station, self.site.now(), reason))
+                except Exception as exc:  # the store failed (a full disk); the live state knows
+                    log.error("ocpp.disconnect.unrecorded", error=str(exc))
 
 
 def _remote(ws: ServerConnection) -> str:

@@ -10,7 +10,7 @@ import structlog
 
 from edge.config import Config
 from edge.domain.auth import AuthEntry, AuthPolicy, AuthStatus, decide
-from edge.domain.events import Event, Recorded
+from edge.domain.events import Event, Recorded, StationDisconnected
 from edge.domain.units import parse_time
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
@@ -65,13 +65,23 @@ class SiteService:
 
     async def record(self, event: Event) -> Recorded:
         """Commit first (DESIGN.md §2), then show it in the live state."""
-        recorded = await self.store.record(event)
+        try:
+            recorded = await self.store.record(event)
+        except Exception:
+            if isinstance(event, StationDisconnected):
+                # The socket is gone whether or not the store could take it (a full disk):
+                # the live state and the load balancer must not count on the station.
+                self._show(event, Recorded())
+            raise
+        self._show(event, recorded)
+        return recorded
+
+    def _show(self, event: Event, recorded: Recorded) -> None:
         self.registry.apply(event, recorded)
         if self.registry.clock_changes:
             self._clock_changed()
         for listener in self.listeners:
             listener(event, recorded)
-        return recorded
 
     def _clock_changed(self) -> None:
         for station in self.registry.clock_changes:
