@@ -299,6 +299,15 @@ def store_line(store: dict[str, Any], zone: str) -> str:
         )
     if dropped:
         line += f"; {dropped} old meter value rows dropped for room so far"
+    failing = store.get("failing")
+    if failing:
+        line += f"; WRITES FAILING since {when(failing['since'], zone)}: {failing['error']}"
+    aside = store.get("set_aside")
+    if aside and aside.get("exists", True):
+        line += (
+            f"; a damaged database ({aside['error']}) was set aside"
+            f" {when(aside['at'], zone)} as {aside['path']}"
+        )
     return line
 
 

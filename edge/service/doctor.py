@@ -132,6 +132,21 @@ def disk_checks(config: Config, store: dict[str, Any] | None) -> Iterator[Check]
         )
     else:
         yield True, f"{where}: {free // 2**20} MiB free"
+    failing = store.get("failing") if store else None
+    if failing:
+        yield (
+            False,
+            f"{where}: writes failing since {failing['since']}: {failing['error']}; chargers"
+            " get InternalError and keep their messages until it works again",
+        )
+    aside = store.get("set_aside") if store else None
+    if aside and aside.get("exists"):
+        yield (
+            False,
+            f"{where}: a damaged database ({aside['error']}) was set aside at {aside['at']}"
+            f" as {aside['path']} and a new one started; what it held may be saved with"
+            f" `sqlite3 {aside['path']} .recover`; delete it once done",
+        )
     if store and reserve and not store.get("reserve_held"):
         yield (
             False,

@@ -116,6 +116,10 @@ class DiskState:
     full: bool = False  # since then the disk has not had room again (`room_again`)
     # the journal's rows dropped to make room since the file began, by table
     dropped: dict[str, int] = field(default_factory=dict)
+    # where a damaged database was set aside, when and why (edge/store/damage.py)
+    set_aside: dict[str, Any] | None = None
+    # the store's last failure to commit, while it lasts: {"error", "since"}
+    failing: dict[str, Any] | None = None
 
     def room_again(self) -> bool:
         """Whether a disk that was full has room again: the reserve is back, or, with
@@ -139,6 +143,13 @@ class DiskState:
             "disk_full": self.full,
             "disk_full_at": iso_utc(self.full_at) if self.full_at else None,
             "dropped": dict(self.dropped),
+            "failing": self.failing,
+            # shown while the damaged file is still there to be recovered
+            "set_aside": (
+                {**self.set_aside, "exists": os.path.exists(self.set_aside["path"])}
+                if self.set_aside
+                else None
+            ),
         }
 
 

@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 import structlog
 
 from edge.domain.events import Event, Recorded
+from edge.domain.units import iso_utc
 from edge.errors import EdgeError
-from edge.store import journal, room
+from edge.store import damage, journal, room
 from edge.store.schema import migrate
 
 T = TypeVar("T")
@@ -83,7 +84,10 @@ class Store:
         self._path = path
         self._conn = conn
         self.disk = room.DiskState(
-            path, reserve or room.Reserve(path, 0), dropped=room.load_dropped(conn)
+            path,
+            reserve or room.Reserve(path, 0),
+            dropped=room.load_dropped(conn),
+            set_aside=damage.remembered(conn),
         )
         self._disk_checked = time.monotonic()
         self._full_logged = -DISK_LOG_S  # the first full disk is logged at once
@@ -107,15 +111,44 @@ class Store:
         path = Path(path)
         reserve = room.Reserve(path, reserve_bytes)
 
-        def prepare() -> sqlite3.Connection:
+        def opened() -> sqlite3.Connection:
             conn = connect(path)
             try:
                 applied = migrate(conn, path)
+                # Reads every page of the outbox's table, as the outbox cap will.
+                conn.execute("SELECT count(*) FROM outbox").fetchone()
+                problem = damage.check(conn) if damage.flagged(path) else None
             except BaseException:
                 conn.close()
                 raise
+            if problem is not None:
+                conn.close()
+                raise damage.Damaged(problem)
+            if damage.flagged(path):
+                log.info("store.checked", path=str(path), result="ok")
+                damage.unflag(path)
             if applied:
                 log.info("store.migrated", path=str(path), applied=applied)
+            return conn
+
+        def prepare() -> sqlite3.Connection:
+            try:
+                conn = opened()
+            except (sqlite3.DatabaseError, damage.Damaged) as exc:
+                if not damage.is_damage(exc):
+                    raise
+                now = _now()
+                kept = damage.set_aside(path, now)
+                log.error(
+                    "store.damaged",
+                    path=str(path),
+                    error=str(exc),
+                    kept=str(kept),
+                    hint=f"a new database is started; `sqlite3 {kept} .recover` may save"
+                    " what the old one held",
+                )
+                conn = opened()
+                damage.remember(conn, kept, str(exc), now)
             if reserve_bytes and not reserve.hold():
                 log.warning(
                     "store.reserve.unavailable",
@@ -234,7 +267,10 @@ class Store:
         """
         conn = self._conn
         try:
-            return self._execute_unguarded(batch)
+            outcomes = self._execute_unguarded(batch)
+            if self.disk.failing is not None:
+                self._note_failures(outcomes)
+            return outcomes
         except Exception:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -252,7 +288,30 @@ class Store:
             again = self._execute_guarded([batch[i] for i in full])
             for i, outcome in zip(full, again, strict=True):
                 outcomes[i] = outcome
+        self._note_failures(outcomes)
         return outcomes
+
+    def _note_failures(self, outcomes: list[tuple[bool, Any]]) -> None:
+        """Keep the store's own failures (not a write's bug) for status, until a batch
+        commits without one; mark a damaged file for a full check at the next start."""
+        disk = self.disk
+        failed = next((v for ok, v in outcomes if not ok and _store_failure(v)), None)
+        if failed is None:
+            if disk.failing is not None:
+                log.info("store.ok", failed_since=disk.failing["since"])
+                disk.failing = None
+            return
+        now = _now()
+        if disk.failing is None:
+            disk.failing = {"error": str(failed), "since": iso_utc(now)}
+        if damage.is_damage(failed) and damage.flag(self._path, str(failed), now):
+            log.error(
+                "store.damaged",
+                path=str(self._path),
+                error=str(failed),
+                hint="restart edge: it checks the whole file at start and, if it is"
+                " damaged, keeps it aside and starts a new one",
+            )
 
     def _execute_unguarded(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
         conn = self._conn
@@ -361,3 +420,22 @@ def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# SQLite's primary result codes that say the file or the disk failed, not the write.
+_STORE_FAILURES = frozenset(
+    (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOTADB,
+    )
+)
+
+
+def _store_failure(value: object) -> bool:
+    code = getattr(value, "sqlite_errorcode", None)
+    return isinstance(value, sqlite3.Error) and code is not None and code & 0xFF in _STORE_FAILURES
