@@ -157,6 +157,19 @@ def test_installer_flow_init_then_check(tmp_path: Path) -> None:
     assert run.returncode == 78, "systemd must not restart-loop on a bad config"
 
 
+def test_a_database_that_cannot_be_opened_is_named_without_a_traceback(tmp_path: Path) -> None:
+    target = tmp_path / "edge.toml"
+    not_a_file = tmp_path / "a-directory"
+    not_a_file.mkdir()
+    target.write_text(
+        f'[store]\npath = "{not_a_file}"\n[api]\nlisten = "127.0.0.1:0"\n[ocpp]\nport = 0\n'
+    )
+    run = edge("run", "--config", str(target))
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert f"{not_a_file}: cannot open the database" in out and "Traceback" not in out, out
+
+
 def test_auth_list_management(daemon: tuple[DaemonProcess, Path, int]) -> None:
     _, config, _ = daemon
     c = str(config)

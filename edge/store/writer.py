@@ -50,6 +50,10 @@ class StoreClosed(EdgeError):
     """A write was submitted after the store was closed."""
 
 
+class StoreUnavailable(EdgeError):
+    """The database file cannot be opened or written (a path, owner or permission)."""
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the journal's PRAGMAs (WAL, synchronous=FULL, foreign keys)."""
     if readonly:
@@ -132,6 +136,15 @@ class Store:
             return conn
 
         def prepare() -> sqlite3.Connection:
+            try:
+                return prepared()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(
+                    f"{path}: cannot open the database ({exc}); check that its directory"
+                    " exists and that the daemon's user (edge, under systemd) may write both"
+                ) from exc
+
+        def prepared() -> sqlite3.Connection:
             try:
                 conn = opened()
             except (sqlite3.DatabaseError, damage.Damaged) as exc:
