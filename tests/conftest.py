@@ -50,6 +50,7 @@ id = "CP21"
 class RunningSite:
     daemon: Daemon
     config: Config
+    config_path: Path  # the config as a file, for CLI commands that take --config
 
     @property
     def url(self) -> str:
@@ -82,11 +83,14 @@ async def start_site(tmp_path: Path) -> AsyncIterator[StartSite]:
     async def start(
         extra: str = "", *, call_timeout: float = 2.0, ocpp: str = "", text: str | None = None
     ) -> RunningSite:
-        config = parse_config(text or site_config(tmp_path, extra, call_timeout, ocpp))
+        text = text or site_config(tmp_path, extra, call_timeout, ocpp)
+        config = parse_config(text)
+        path = tmp_path / (f"edge-{len(running) + 1}.toml" if running else "edge.toml")
+        path.write_text(text, encoding="utf-8")
         daemon = Daemon(config)
         await daemon.start()
         running.append(daemon)
-        return RunningSite(daemon, config)
+        return RunningSite(daemon, config, path)
 
     yield start
     for daemon in running:

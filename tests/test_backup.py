@@ -26,8 +26,7 @@ async def test_a_backup_is_consistent_while_chargers_write_and_after_a_stop(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     site = await start_site()
-    config = tmp_path / "edge.toml"
-    config.write_text(site_config(tmp_path))
+    config = site.config_path
     charger = await RawCharger.connect(site.url, "CP16")
     await charger.call("BootNotification", BOOT_16)
     start = {

@@ -217,8 +217,7 @@ async def test_sessions_are_filtered_by_time_in_the_site_zone_and_exported_as_cs
     ]
     assert rows[0]["started_at"] == "2026-11-22T10:00:00.000Z"
     # The table shows the site's time, and says so; the JSON and CSV keep UTC.
-    config = tmp_path / "edge.toml"
-    config.write_text(text)
+    config = site.config_path
     code, out = await edge_cli("sessions", "--config", str(config), "--api", site.api)
     assert code == 0 and "times in Europe/Berlin" in out and "2026-11-22 11:00:00" in out, out
     assert "3 session(s), 4.50 kWh" in out, "the sum of what is listed, for billing"

@@ -14,7 +14,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from edge.state.registry import StationState, clock_text
-from tests.conftest import StartSite, site_config
+from tests.conftest import StartSite
 from tests.peer import BOOT_16, RawCharger
 from tests.test_meters_daemon import api, edge_cli
 from tests.wait import until
@@ -105,8 +105,7 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
     start_site: StartSite, tmp_path: Path
 ) -> None:
     site = await start_site()
-    config = tmp_path / "edge.toml"
-    config.write_text(site_config(tmp_path))
+    config = site.config_path
     charger = await RawCharger.connect(site.url, "CP16")
 
     def ahead() -> dict[str, object]:

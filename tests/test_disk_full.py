@@ -149,8 +149,7 @@ async def test_on_a_full_disk_the_chargers_are_still_answered_and_every_session_
     )
     assert str(db) in text
     site = await start_site(text=text)
-    config = tmp_path / "edge.toml"
-    config.write_text(text)
+    config = site.config_path
     assert (small_disk / "edge.sqlite.reserve").stat().st_size == 4 << 20
 
     charger = await RawCharger.connect(site.url, "CP16")

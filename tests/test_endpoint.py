@@ -77,9 +77,7 @@ async def test_refused_chargers_are_shown_to_whoever_commissions_the_site(
     assert code == 0
     assert "refused   'cp16' from 127.0.0.1 at " in out
     assert ": unknown station (did you mean 'CP16'?)" in out
-    config = tmp_path / "edge.toml"
-    config.write_text(text)
-    _, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
+    _, out = await edge_cli("doctor", "--config", str(site.config_path), "--api", site.api)
     assert "station CP16: not connected" in out and "refused 'cp16' from 127.0.0.1" in out
     assert "station CP201: not connected" in out and "auth: wrong credentials" in out
     assert "station CP21: not connected; point it at" in out and "CP21; refused" not in out

@@ -15,7 +15,7 @@ import pytest
 
 from edge.modbus.profile import parse_profile
 from edge.sim.meter import SimBus, SimMeter
-from tests.conftest import RunningSite, StartSite, site_config
+from tests.conftest import RunningSite, StartSite
 from tests.test_modbus_codec import PROFILE
 from tests.wait import until
 
@@ -183,8 +183,7 @@ async def test_edge_meters_and_doctor_from_the_cli(
     code, out = await edge_cli("meters", "--api", site.api, "--json")
     assert code == 0 and orjson.loads(out)[0]["power_w"] == pytest.approx(4950.0)
 
-    config = tmp_path / "edge.toml"
-    config.write_text(site_config(tmp_path, meters_toml(profile_file, port)), encoding="utf-8")
+    config = site.config_path
     code, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
     line = next(x for x in out.splitlines() if "meter grid" in x)
     assert line.startswith("✓") and "231.2 V" in line and "4.95 kW" in line, out

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from edge.store import damage, queries
 from edge.store.writer import Store
-from tests.conftest import StartSite, site_config
+from tests.conftest import StartSite
 from tests.peer import BOOT_16, RawCharger
 from tests.test_meters_daemon import api, edge_cli
 from tests.test_store import start16, values16
@@ -57,8 +57,7 @@ async def test_a_file_that_is_not_a_database_is_set_aside_and_the_site_runs_on(
     assert aside["path"] == str(kept) and "not a database" in aside["error"]
     code, out = await edge_cli("status", "--api", site.api)
     assert code == 0 and "was set aside" in out and str(kept) in out, out
-    config = tmp_path / "edge.toml"
-    config.write_text(site_config(tmp_path))
+    config = site.config_path
     code, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
     assert code != 0 and f"sqlite3 {kept} .recover" in out, out
     # Once the old file is dealt with, doctor is content.
