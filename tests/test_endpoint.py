@@ -65,18 +65,27 @@ async def test_refused_chargers_are_shown_to_whoever_commissions_the_site(
         text = text.replace(f'id = "{sid}"', f'id = "{sid}"\npassword = "{sid}-long-secret-1"')
     site = await start_site(text=text)
     assert await refused_status(f"{site.url}/cp16", additional_headers=basic("cp16", "x")) == 404
-    assert await refused_status(f"{site.url}/CP201", additional_headers=basic("CP201", "x")) == 401
+    # A charger with a wrong password tries again and again: one entry, counted, and
+    # one log line (a minute), not one per try.
+    with capture_logs() as logs:
+        for _ in range(5):
+            wrong = basic("CP201", "x")
+            assert await refused_status(f"{site.url}/CP201", additional_headers=wrong) == 401
+    logged = [e for e in logs if e["event"] == "ocpp.handshake.refused"]
+    assert len(logged) == 1 and logged[0]["station"] == "CP201", logged
     async with aiohttp.ClientSession() as http, http.get(f"{site.api}/api/v1/status") as resp:
         refused = (await resp.json())["stations"]["refused"]
     assert [(r["station"], r["status"], r["reason"], r["meant"]) for r in refused] == [
         ("CP201", 401, "auth: wrong credentials", None),
         ("cp16", 404, "unknown station", "CP16"),
     ]
+    assert [r["count"] for r in refused] == [5, 1]
     assert refused[1]["remote"] == "127.0.0.1"
     code, out = await edge_cli("status", "--api", site.api)
     assert code == 0
     assert "refused   'cp16' from 127.0.0.1 at " in out
     assert ": unknown station (did you mean 'CP16'?)" in out
+    assert "'CP201' from 127.0.0.1 at " in out and " (5 times since " in out, out
     _, out = await edge_cli("doctor", "--config", str(site.config_path), "--api", site.api)
     assert "station CP16: not connected" in out and "refused 'cp16' from 127.0.0.1" in out
     assert "station CP201: not connected" in out and "auth: wrong credentials" in out

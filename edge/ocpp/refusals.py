@@ -10,12 +10,14 @@ from typing import Any
 
 
 def refusal_text(r: dict[str, Any]) -> str:
-    """One refused handshake: "'cp16' from 10.0.0.5 at 2026-12-04 10:00:05 UTC: unknown
-    station (did you mean 'CP16'?)"."""
+    """One refused handshake: "'cp16' from 10.0.0.5 at 2026-12-04 10:00:05 UTC (3 times
+    since 09:58:05): unknown station (did you mean 'CP16'?)"."""
     at = str(r.get("at") or "")[:19].replace("T", " ")
     hint = f" (did you mean {r['meant']!r}?)" if r.get("meant") else ""
     where = f" from {r['remote']}" if r.get("remote") else ""
-    return f"{r.get('station')!r}{where} at {at} UTC: {r.get('reason')}{hint}"
+    count = r.get("count") or 1
+    times = f" ({count} times since {str(r.get('first_at'))[11:19]})" if count > 1 else ""
+    return f"{r.get('station')!r}{where} at {at} UTC{times}: {r.get('reason')}{hint}"
 
 
 def refusals_of(station: str, refused: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import collections
 import difflib
 import hmac
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,8 @@ MAX_ID_LENGTH = 48  # OCPP 2.0.1 Part 4 §3.1.1: identity is at most 48 characte
 # Refused handshakes kept for `edge status` and `edge doctor`: at commissioning, a
 # charger given a wrong id, URL or password shows up here rather than not at all.
 REFUSALS_KEPT = 20
+# The same refusal (station, status, reason, host) is logged at most this often (s).
+REFUSAL_LOG_S = 60.0
 PING_HINT = (
     "it did not answer a websocket ping in time; a charger that never does needs a charger"
     " profile with [connection] websocket_ping = false"
@@ -160,6 +163,8 @@ class OcppServer:
         self.keepalive_for: Callable[[str], bool] = lambda station: True
         # the latest refused handshakes, newest last (see REFUSALS_KEPT)
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=REFUSALS_KEPT)
+        # per (station, status, reason, host): when last logged, refusals not logged since
+        self._refusals_logged: dict[tuple[str, int, str, str], tuple[float, int]] = {}
 
     @property
     def port(self) -> int:
@@ -239,24 +244,47 @@ class OcppServer:
     ) -> Response:
         self.metrics.rejected_handshakes.labels(reason.split(":")[0]).inc()
         remote = _remote(conn)
-        log.warning(
-            "ocpp.handshake.refused",
-            station=station,
-            status=int(status),
-            reason=reason,
-            remote=remote,
-            **({"meant": meant} if meant else {}),
-        )
-        self.refusals.append(
-            {
-                "station": station,
-                "status": int(status),
-                "reason": reason,
-                "meant": meant,
-                "remote": remote.rsplit(":", 1)[0],
-                "at": iso_utc(datetime.now(UTC)),
-            }
-        )
+        host = remote.rsplit(":", 1)[0]
+        at = iso_utc(datetime.now(UTC))
+        key = (station, int(status), reason, host)
+        # A charger set up wrongly tries again and again, every few seconds for some: it
+        # is one entry, counted, so that it does not push every other one out of the list,
+        # and one log line a minute, so that it does not fill the disk.
+        same = next((r for r in self.refusals if _refusal_key(r) == key), None)
+        if same is not None:
+            self.refusals.remove(same)
+            same.update(count=same["count"] + 1, at=at)
+            self.refusals.append(same)
+        else:
+            self.refusals.append(
+                {
+                    "station": station,
+                    "status": int(status),
+                    "reason": reason,
+                    "meant": meant,
+                    "remote": host,
+                    "at": at,
+                    "count": 1,
+                    "first_at": at,
+                }
+            )
+        now = time.monotonic()
+        logged, unlogged = self._refusals_logged.get(key, (-REFUSAL_LOG_S, 0))
+        if now - logged < REFUSAL_LOG_S:
+            self._refusals_logged[key] = (logged, unlogged + 1)
+        else:
+            if len(self._refusals_logged) > 4 * REFUSALS_KEPT:
+                self._refusals_logged.clear()
+            self._refusals_logged[key] = (now, 0)
+            log.warning(
+                "ocpp.handshake.refused",
+                station=station,
+                status=int(status),
+                reason=reason,
+                remote=remote,
+                **({"meant": meant} if meant else {}),
+                **({"repeated": unlogged} if unlogged else {}),
+            )
         return conn.respond(status, f"{reason}\n")
 
     def _meant(self, station: str) -> str | None:
@@ -408,6 +436,10 @@ class OcppServer:
                     await self.site.record(StationDisconnected(station, self.site.now(), reason))
                 except Exception as exc:  # the store failed (a full disk); the live state knows
                     log.error("ocpp.disconnect.unrecorded", error=str(exc))
+
+
+def _refusal_key(r: dict[str, Any]) -> tuple[str, int, str, str]:
+    return (r["station"], r["status"], r["reason"], r["remote"])
 
 
 def _remote(ws: ServerConnection) -> str:
