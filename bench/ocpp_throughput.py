@@ -233,6 +233,30 @@ def memory(start: Any, args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+STORMS = 10
+
+
+def churn(start: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The server's RSS after the first and the last of STORMS storms in which every
+    station connects, boots and goes (a site's network coming back again and again)."""
+    proc, url = start(False)
+    try:
+        rss = []
+        for _ in range(STORMS):
+            loadgen(url, "boot", args, prefix="storm")
+            time.sleep(2.5)  # the daemon's housekeeping runs every 2 s
+            rss.append(rss_kb(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {
+        "storms": STORMS,
+        "rss_mb_storm_first": rss[0] / 1024,
+        "rss_mb_storm_last": rss[-1] / 1024,
+        "rss_mb_storms": [round(x / 1024, 1) for x in rss],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--stations", type=int, default=1000)
@@ -288,6 +312,7 @@ def main() -> None:
             return proc, url
 
         results["edge"].update(memory(fresh_edge, args))
+        results["edge"].update(churn(fresh_edge, args))
     results["targets"] = targets(results)
     results["bounds"] = bounds(results)
     report(results)
@@ -360,6 +385,9 @@ def report(r: dict[str, Any]) -> None:
         f"{b['rss_kb_per_station_deflate']} KB | {e['rss_kb_per_station']} / "
         f"{e['rss_kb_per_station_deflate']} KB |",
         f"| connect and boot all stations | {b['boot_s']} s | {e['boot_s']} s |",
+        f"| server RSS after the first / last of {e['storms']} storms of all stations "
+        f"connecting, booting and going | | {e['rss_mb_storm_first']:.1f} / "
+        f"{e['rss_mb_storm_last']:.1f} MB |",
         f"| daemon start to ready | | {e['start_to_ready_s']} s |",
         f"| `edge status` (median of 5) | | {e['status_ms']} ms |",
         "",
