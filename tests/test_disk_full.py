@@ -185,6 +185,13 @@ async def test_on_a_full_disk_the_chargers_are_still_answered_and_every_session_
     )
     assert stopped[0] == 3, stopped
 
+    # A backup onto a full disk fails, says so, and leaves no half a copy behind.
+    fill(small_disk / "filler-2")
+    code, out = await edge_cli("backup", str(small_disk / "copy.sqlite"), "--config", str(config))
+    assert code == 1 and "full" in out, out
+    assert "copy.sqlite" not in os.listdir(small_disk)
+    os.unlink(small_disk / "filler-2")
+
     # The site manager is told, by status, doctor and metrics.
     _, status = await api(site, "/api/v1/status")
     assert status["store"]["disk_full"] is True, status["store"]

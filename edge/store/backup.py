@@ -39,6 +39,7 @@ def backup(source: Path, dest: Path) -> dict[str, Any]:
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        dest.unlink(missing_ok=True)  # what was written of it (a full disk, say) is no copy
         raise BackupFailed(f"backup of {source} to {dest} failed: {exc}") from exc
     try:
         copy = sqlite3.connect(f"file:{quote(str(dest))}?mode=ro", uri=True)
