@@ -273,6 +273,11 @@ def status(
     )
     if "store" in data:
         typer.echo(f"store     {store_line(data['store'], site_zone(config))}")
+    if data.get("clock_synchronized") is False:
+        typer.echo(
+            "clock     NOT synchronized: session times, and the time chargers are given, may"
+            " be wrong (no NTP server reached)"
+        )
     return None
 
 

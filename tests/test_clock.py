@@ -13,6 +13,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
+from edge.service import hostclock
 from edge.state.registry import StationState, clock_text
 from tests.conftest import StartSite
 from tests.peer import BOOT_16, RawCharger
@@ -122,6 +123,9 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
             await charger.answer(trigger, {"status": "Accepted"})
             await until(lambda: any(e["event"] == "ocpp.clock.time_offered" for e in logs))
         assert off["station"] == "CP16" and abs(off["offset_s"] - 7230) <= 2
+        # The line says whether this controller's own clock can be trusted (the kernel's
+        # word: a Raspberry Pi without NTP starts from the time it last saved).
+        assert off["controller_synchronized"] is hostclock.synchronized()
 
         # It sends the Heartbeat but keeps its clock: still named, and not asked again.
         await charger.call("Heartbeat", {})
@@ -135,6 +139,15 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
         code, out = await edge_cli("doctor", "--config", str(config), "--api", site.api)
         assert "station CP16: clock 2 h ahead of this controller's" in out, out
         assert "set its clock or NTP server on the charger" in out
+        # Its own clock too: named by doctor and, when not synchronized, by status.
+        synced = hostclock.synchronized()
+        _, status = await api(site, "/api/v1/status")
+        assert status["clock_synchronized"] is synced
+        if synced is not None:
+            mark = "✓ clock synchronized (NTP)" if synced else "✗ clock NOT synchronized"
+            assert mark in out, out
+        code, out = await edge_cli("status", "--api", site.api)
+        assert ("clock     NOT synchronized" in out) is (synced is False), out
 
         # It takes the time from a Heartbeat's answer; its next message shows it right.
         with capture_logs() as logs:

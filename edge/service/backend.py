@@ -11,6 +11,7 @@ from edge.domain.auth import AuthEntry, AuthStatus
 from edge.domain.units import iso_utc, parse_local, parse_time
 from edge.errors import BadCommand
 from edge.metrics import Metrics
+from edge.service import hostclock
 from edge.service.commands import StationCommands
 from edge.service.load import LoadController
 from edge.service.meters import MeterService
@@ -81,6 +82,8 @@ class DaemonBackend:
             "uplink": self.uplink(),
             "v2g": self.v2g(),
             "store": self.site.store.disk.to_json(),
+            # whether the kernel says this controller's clock is synchronized (None: unknown)
+            "clock_synchronized": hostclock.synchronized(),
         }
 
     def stations(self) -> list[dict[str, Any]]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ from urllib.parse import quote
 
 from edge.config import Config
 from edge.ocpp.refusals import refusal_text, refusals_of
+from edge.service import hostclock
 from edge.state.registry import clock_text
 from edge.store import room
 
@@ -219,12 +218,13 @@ def _direct_reads(config: Config) -> MeterRead:
 def _clock() -> Iterator[Check]:
     now = datetime.now(UTC)
     yield now.year >= 2024, f"clock: {now.isoformat(timespec='seconds')}"
-    if shutil.which("timedatectl"):
-        out = subprocess.run(
-            ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        if out:
-            yield out == "yes", f"clock NTP-synchronised: {out}"
+    synced = hostclock.synchronized()
+    if synced is not None:
+        yield (
+            synced,
+            "clock synchronized (NTP)"
+            if synced
+            else "clock NOT synchronized: session times, and the time chargers are given,"
+            " are this controller's; give it an NTP server it can reach (a Raspberry Pi has"
+            " no battery-backed clock)",
+        )

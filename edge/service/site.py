@@ -12,6 +12,7 @@ from edge.config import Config
 from edge.domain.auth import AuthEntry, AuthPolicy, AuthStatus, decide
 from edge.domain.events import Event, Recorded, StationDisconnected
 from edge.domain.units import parse_time
+from edge.service import hostclock
 from edge.state.registry import Registry
 from edge.store import auth as auth_store
 from edge.store.writer import Store
@@ -89,7 +90,13 @@ class SiteService:
             if st.clock_off:
                 # Its session times are off by as much; BootNotification and Heartbeat give
                 # it the time (OCPP 1.6 §4.2, §4.6).
-                log.warning("ocpp.clock.off", station=station, offset_s=st.clock_offset_s)
+                # If this controller's clock is the wrong one, the charger's may be right.
+                log.warning(
+                    "ocpp.clock.off",
+                    station=station,
+                    offset_s=st.clock_offset_s,
+                    controller_synchronized=hostclock.synchronized(),
+                )
                 if self.on_clock_off is not None:
                     self.on_clock_off(station)
             else:
