@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from edge.domain.auth import AuthEntry, AuthStatus
 from edge.domain.events import (
@@ -28,10 +29,13 @@ from edge.domain.events import (
     TransactionUpdated,
 )
 from edge.domain.station import OcppVersion, StationIdentity
+from edge.service.daemon import PRUNE_ROWS
 from edge.store import auth, queries, retention
 from edge.store import outbox as outbox_mod
 from edge.store.schema import MIGRATIONS, SchemaError, migrate
 from edge.store.writer import Store, StoreClosed
+from tests.conftest import StartSite
+from tests.wait import until
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -572,3 +576,34 @@ async def test_session_energy_uses_the_outlet_register_not_the_inlet(store: Stor
     await store.record(MeterValuesReceived("CP1", T0, 1, both, {}, session_id=sid))
     session = await store.read(lambda c: queries.get_session(c, sid or 0))
     assert session is not None and session.energy_wh == 500.0
+
+
+async def test_retention_deletes_in_short_transactions_until_nothing_is_left(
+    start_site: StartSite, tmp_path: Path
+) -> None:
+    # After retention_days was lowered, say: far more rows than one transaction should
+    # hold (every charger's reply waits for the transaction in progress).
+    db = tmp_path / "edge.sqlite"
+    s = await Store.open(db)
+    await s.close()
+    old = "2020-01-01T00:00:00.000Z"
+    rows = 2 * PRUNE_ROWS + 123
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO meter_values (station, connector, data, received_at)"
+            " VALUES ('CP1', 1, '[]', ?)",
+            [(old,)] * rows,
+        )
+        conn.execute(
+            "INSERT INTO meter_values (station, connector, data, received_at)"
+            " VALUES ('CP1', 1, '[]', '2999-01-01T00:00:00.000Z')"
+        )
+    conn.close()
+    with capture_logs() as logs:
+        site = await start_site()  # prunes at start
+        await until(lambda: any(e["event"] == "retention.pruned" for e in logs))
+    [pruned] = [e for e in logs if e["event"] == "retention.pruned"]
+    assert pruned["meter_values"] == rows, pruned
+    assert db_rows(site.db, "SELECT count(*) FROM meter_values") == [(1,)], "the young row stays"
+    # One chunk at a time: the largest transaction held PRUNE_ROWS rows of a table.
+    assert pruned["chunks"] == 3, pruned

@@ -47,6 +47,7 @@ log = structlog.get_logger("edge.daemon")
 
 HOUSEKEEPING_S = 2.0
 PRUNE_EVERY_S = 6 * 3600.0
+PRUNE_ROWS = 5000  # rows of a table deleted per transaction by retention
 GC_THRESHOLDS = (20_000, 20, 20)  # young, middle, old (gc.set_threshold); see Daemon.start
 # After charger connections closed, a full collection (Daemon._collect_closed): once this
 # many closed, at most every COLLECT_SOON_S, else once COLLECT_CLOSED_S passed.
@@ -234,15 +235,28 @@ class Daemon:
             gc.collect()
 
     async def _prune(self, store: Store) -> None:
+        """Delete what is older than retention_days, PRUNE_ROWS rows of a table per
+        transaction: the chargers' messages are committed between them, where one large
+        DELETE (after retention_days was lowered, say) held every reply for seconds."""
         now = utc_now()
         before = now - timedelta(days=self.config.store.retention_days)
-        try:
-            pruned = await store.write(lambda c: retention.prune(c, before, now))
-        except Exception:
-            log.exception("retention.failed")
-            return
-        if any(pruned.values()):
-            log.info("retention.pruned", before=before.isoformat(), **pruned)
+        total: dict[str, int] = {}
+        chunks = 0
+        while True:
+            chunks += 1
+            try:
+                pruned = await store.write(
+                    lambda c: retention.prune(c, before, now, limit=PRUNE_ROWS)
+                )
+            except Exception:
+                log.exception("retention.failed")
+                break
+            for table, n in pruned.items():
+                total[table] = total.get(table, 0) + n
+            if max(pruned.values(), default=0) < PRUNE_ROWS:
+                break
+        if any(total.values()):
+            log.info("retention.pruned", before=before.isoformat(), chunks=chunks, **total)
 
     def _keepalive_for(self, station: str) -> bool:
         """Whether a station gets websocket pings: its charger profile (configured, or
