@@ -47,14 +47,14 @@ id = "CP2"
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, api_port: int) -> None:
+    def __init__(self, config: Path, api_port: int, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.api = f"http://127.0.0.1:{api_port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge", "run", "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ},
+            env={**os.environ, **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 15) -> None:

@@ -171,6 +171,9 @@ class Daemon:
         _tune_gc()
         self._tuned_gc = True
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        every = watchdog_interval()
+        if every is not None:
+            self._tasks.append(asyncio.create_task(self._watchdog(every), name="watchdog"))
         self._tasks.append(asyncio.create_task(warm_validators(), name="warm-validators"))
         log.info(
             "daemon.ready",
@@ -214,6 +217,22 @@ class Daemon:
             except Exception:
                 log.exception("housekeeping.failed")
             await asyncio.sleep(HOUSEKEEPING_S)
+
+    async def _watchdog(self, every: float) -> None:
+        """Tell systemd we are alive (sd_watchdog_enabled(3)) while the event loop runs
+        and the store's writer commits within `every`: a daemon stuck in either is
+        restarted after WatchdogSec instead of leaving the chargers unanswered."""
+        assert self.store is not None
+        store = self.store
+        while True:
+            try:
+                async with asyncio.timeout(every):
+                    await store.write(_nothing)
+            except Exception as exc:  # TimeoutError: the writer is stuck; else it failed
+                log.error("daemon.watchdog.unhealthy", error=repr(exc), within_s=every)
+            else:
+                notify_systemd("WATCHDOG=1")
+            await asyncio.sleep(every)
 
     def _count_closed(self, event: Event, recorded: Recorded) -> None:
         if isinstance(event, StationDisconnected):
@@ -507,6 +526,22 @@ def notify_systemd(state: str) -> None:
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
         sock.sendto(state.encode(), address)
+
+
+def watchdog_interval() -> float | None:
+    """Half of systemd's WatchdogSec for this process ($WATCHDOG_USEC), or None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 2e6, 0.1)
+    except ValueError:
+        return None
+
+
+def _nothing(conn: Any) -> None:
+    """An empty write: it commits when the writer thread is alive and not stuck."""
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
