@@ -87,6 +87,17 @@ def test_a_long_queue_sent_after_an_outage_is_not_a_clock_behind() -> None:
     # (120 s: 8 samples of 10 s after the last queued one, spanning 70 s.)
 
 
+def test_samples_taken_before_the_controllers_clock_went_back_are_dropped() -> None:
+    # A controller without a battery-backed clock runs ahead until NTP sets it back:
+    # sampling must go on at once, not wait until its clock has caught up again.
+    st = StationState("CP1", configured=True)
+    st.clock_seen(T0 + timedelta(hours=5), T0 + timedelta(hours=5))
+    assert st.clock_offset_s == 0
+    back = T0 + timedelta(seconds=1)
+    assert st.clock_seen(back + timedelta(hours=3), back), "sampled, and named ahead"
+    assert st.clock_offset_s == 3 * 3600 and len(st.clock_samples) == 1
+
+
 def test_the_offset_is_said_in_words_only_beyond_the_tolerance() -> None:
     assert clock_text(None) is None
     assert clock_text(-90) is None

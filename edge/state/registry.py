@@ -120,6 +120,10 @@ class StationState:
     def clock_due(self, received: datetime) -> bool:
         """Whether a message received now is sampled (one per CLOCK_SAMPLE_EVERY)."""
         samples = self.clock_samples
+        if samples and received < samples[-1][0]:
+            # This controller's clock went back (set by NTP at last, say): what was
+            # measured against it says nothing now.
+            samples.clear()
         return not samples or received - samples[-1][0] >= CLOCK_SAMPLE_EVERY
 
     def clock_seen(self, charger_time: datetime | None, received: datetime) -> bool:
