@@ -4,6 +4,8 @@ that must hold for any snapshot."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -492,3 +494,26 @@ def test_unknown_load_never_gives_more_than_the_failsafe(
     for c in blind.connectors:
         if c.responsive and c.active:
             assert a.by_key()[c.key].limit_a <= policy.failsafe_current_a + 1e-9
+
+
+def test_a_cars_report_from_before_the_clock_went_back_is_not_subtracted() -> None:
+    # What a charger last reported its car draws is subtracted from the grid import only
+    # while fresh. After NTP set this controller's clock back an hour, an old report
+    # seems to come from the future; taken for fresh, it would understate the building.
+    from edge.state.load_view import connector_loads
+    from edge.state.registry import ActiveSession, Registry
+
+    t0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    registry = Registry([("CP1", False)])
+    st = registry.stations["CP1"]
+    registry.sessions[1] = ActiveSession(1, "CP1", 1, None, "TAG", t0)
+    st.phase_current_a = (16.0, 16.0, 16.0)
+
+    def drawn(reported: datetime) -> Any:
+        st.current_at = reported
+        [load] = connector_loads(registry, {}, {}, lambda s: True, t0, 100.0, 30.0)
+        return load.drawn_a
+
+    assert drawn(t0 - timedelta(seconds=5)) == (16.0, 16.0, 16.0)
+    assert drawn(t0 - timedelta(seconds=60)) is None, "too old"
+    assert drawn(t0 + timedelta(hours=1)) is None, "from before the clock went back"

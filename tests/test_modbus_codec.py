@@ -305,6 +305,18 @@ def test_a_reading_goes_stale_and_a_failure_shows() -> None:
     assert status["status"] == "ok" and status["last_error"] == "no answer"
 
 
+def test_a_reading_from_before_the_clock_went_back_is_not_fresh() -> None:
+    # NTP sets back a controller clock that ran ahead by an hour: the last reading now
+    # seems to come from the future. Taken for fresh, a dead meter's last reading would
+    # steer the load balancer for that hour; it is stale until the next poll.
+    board = MeterBoard([("grid", "grid", "p")], stale_after_s=10)
+    board.sample(_sample(T0 + timedelta(hours=1), 1000))
+    assert board.health("grid", T0) is MeterHealth.STALE
+    assert board.trusted("grid", T0) is None
+    board.sample(_sample(T0 + timedelta(seconds=1), 1000))
+    assert board.trusted("grid", T0 + timedelta(seconds=1)) is not None
+
+
 def test_identical_readings_while_ev_current_moves_are_frozen() -> None:
     board = MeterBoard([("grid", "grid", "p")], stale_after_s=10)
     for i in range(FROZEN_POLLS + 1):

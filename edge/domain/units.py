@@ -14,6 +14,19 @@ Watts = float
 WattHours = float
 
 
+# How far a reading may seem to come from the future before it counts as stale: this
+# controller's clock went back (NTP stepping a clock that ran ahead), and its age says
+# nothing any more.
+CLOCK_STEP_BACK_S = 1.0
+
+
+def fresh(age_s: float, max_age_s: float) -> bool:
+    """Whether something `age_s` old (by the wall clock) is young enough to rely on. One
+    from the future is not: after the clock went back by an hour, a dead meter's last
+    reading would otherwise pass for fresh for that hour."""
+    return -CLOCK_STEP_BACK_S <= age_s <= max_age_s
+
+
 def iso_utc(t: datetime) -> str:
     """Format an aware datetime as ISO 8601 UTC with a `Z` suffix, millisecond precision."""
     if t.utcoffset():

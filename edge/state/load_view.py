@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge.domain.load import Circuit, ConnectorLoad, Phases, Rotation
+from edge.domain.units import fresh
 from edge.state.registry import Registry, StationState
 
 Key = tuple[str, int]
@@ -205,7 +206,7 @@ def _drawn(
     drawn = st.phase_current_a
     if drawn is None or active != {cid} or st.current_at is None:
         return None
-    if (now - st.current_at).total_seconds() > max_age_s:
+    if not fresh((now - st.current_at).total_seconds(), max_age_s):
         return None
     cap = m.held_a()
     if cap is None:

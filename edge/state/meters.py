@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from edge.domain.site_meter import MeterHealth, SiteMeterSample
-from edge.domain.units import iso_utc
+from edge.domain.units import fresh, iso_utc
 
 FROZEN_POLLS = 10  # identical complete readings in a row before "frozen" is considered
 FROZEN_AFTER_S = 120.0  # identical for this long is frozen even with no EV to compare
@@ -91,7 +91,7 @@ class MeterBoard:
             return MeterHealth.FAILING
         if age is None:
             return MeterHealth.STARTING
-        if age > self.stale_after_s:
+        if not fresh(age, self.stale_after_s):
             return MeterHealth.STALE
         if t.frozen:
             return MeterHealth.FROZEN
@@ -102,7 +102,7 @@ class MeterBoard:
         (unknown load). A failed poll leaves a fresh reading usable until it is stale."""
         t = self.tracks[meter_id]
         age = self.age_s(meter_id, now)
-        if t.sample is None or age is None or age > self.stale_after_s or t.frozen:
+        if t.sample is None or age is None or not fresh(age, self.stale_after_s) or t.frozen:
             return None
         return t.sample
 
