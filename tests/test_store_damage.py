@@ -4,16 +4,21 @@ told where the old file went."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sqlite3
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
+from edge.service.daemon import EXIT_RESTART
 from edge.store import damage, queries
 from edge.store.writer import Store
 from tests.conftest import StartSite
+from tests.daemon_process import DaemonProcess, write_config
 from tests.peer import BOOT_16, RawCharger
 from tests.test_meters_daemon import api, edge_cli
 from tests.test_store import start16, values16
@@ -130,3 +135,51 @@ async def test_a_marked_file_that_checks_sound_is_kept(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert not [p for p in os.listdir(tmp_path) if ".damaged-" in p]
+
+
+async def test_edge_run_restarts_when_a_write_finds_damage_and_the_next_start_sets_it_aside(
+    tmp_path: Path,
+) -> None:
+    # At an unattended site: a write finds the file damaged; edge exits for systemd to
+    # start it again (Restart=on-failure), and that start checks the file and starts anew.
+    db = tmp_path / "edge.sqlite"
+    store = await Store.open(db)
+    await store.record(start16())
+    await store.close()
+    damage_table(db, "meter_values")
+    ocpp_port, api_port = write_config(tmp_path / "edge.toml", db)
+    proc = DaemonProcess(tmp_path / "edge.toml", api_port)
+    try:
+        await asyncio.to_thread(proc.wait_ready)
+        url = f"ws://127.0.0.1:{ocpp_port}/ocpp"
+        charger = await RawCharger.connect(url, "CP1")
+        await charger.call("BootNotification", BOOT_16)
+        at = "2026-12-04T10:00:00Z"
+        start = {"connectorId": 1, "idTag": "CARD", "meterStart": 0, "timestamp": at}
+        tx = (await charger.call("StartTransaction", start))[2]["transactionId"]
+        sampled = [{"value": "10", "measurand": "Energy.Active.Import.Register"}]
+        values = {
+            "connectorId": 1,
+            "transactionId": tx,
+            "meterValue": [{"timestamp": at, "sampledValue": sampled}],
+        }
+        refused = await charger.call("MeterValues", values)
+        assert refused[0] == 4, "not stored: not acknowledged"
+        code = await asyncio.to_thread(proc.proc.wait, 20)
+        assert code == EXIT_RESTART, code
+    finally:
+        proc.stop()
+    out = proc.proc.stdout.read().decode() if proc.proc.stdout else ""
+    assert "daemon.restarting" in out, out
+
+    again = DaemonProcess(tmp_path / "edge.toml", api_port)
+    try:
+        await asyncio.to_thread(again.wait_ready)
+        kept = [p for p in os.listdir(tmp_path) if p.startswith("edge.sqlite.damaged-")]
+        assert len(kept) == 1 and not damage.flagged(db), os.listdir(tmp_path)
+        status = await asyncio.to_thread(
+            lambda: json.loads(urllib.request.urlopen(f"{again.api}/api/v1/status").read())
+        )
+        assert status["store"]["set_aside"]["path"].endswith(kept[0])
+    finally:
+        assert again.stop() == 0

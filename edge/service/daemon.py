@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("edge.daemon")
 
 HOUSEKEEPING_S = 2.0
+# `edge run` exits with this (EX_TEMPFAIL) to be started again by systemd (Restart=on-failure)
+EXIT_RESTART = 75
 PRUNE_EVERY_S = 6 * 3600.0
 PRUNE_ROWS = 5000  # rows of a table deleted per transaction by retention
 GC_THRESHOLDS = (20_000, 20, 20)  # young, middle, old (gc.set_threshold); see Daemon.start
@@ -101,6 +104,9 @@ class Daemon:
         self._tuned_gc = False
         self._offers: set[asyncio.Task[None]] = set()  # TriggerMessage(Heartbeat) in flight
         self._closed = 0  # charger connections closed since the last full collection
+        # set by `serve`: how the daemon asks to be stopped, and the code `edge run` exits with
+        self.request_stop: Callable[[], None] | None = None
+        self.exit_code = 0
         self._collected = time.monotonic()
 
     async def start(self) -> None:
@@ -116,6 +122,9 @@ class Daemon:
         )
         self.metrics.watch_disk(store.disk)
         store.on_commit = self.metrics.on_commit
+        store.on_damaged = functools.partial(
+            asyncio.get_running_loop().call_soon_threadsafe, self._restart_for_check
+        )
         await self._restore(store)
         site = SiteService(self.config, store, self.registry)
         await self._sync_config_tags(store)
@@ -233,6 +242,20 @@ class Daemon:
             else:
                 notify_systemd("WATCHDOG=1")
             await asyncio.sleep(every)
+
+    def _restart_for_check(self) -> None:
+        """A write found the database damaged: stop with EXIT_RESTART, so that systemd
+        starts edge again and that start checks the file and sets it aside. Only where
+        the daemon runs under `serve` (edge run); elsewhere the status says it."""
+        if self.request_stop is None:
+            return
+        log.error(
+            "daemon.restarting",
+            reason="the database is damaged; the next start checks it and, if so, keeps it"
+            " aside and starts a new one",
+        )
+        self.exit_code = EXIT_RESTART
+        self.request_stop()
 
     def _count_closed(self, event: Event, recorded: Recorded) -> None:
         if isinstance(event, StationDisconnected):
@@ -544,14 +567,15 @@ def _nothing(conn: Any) -> None:
     """An empty write: it commits when the writer thread is alive and not stuck."""
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run the daemon until `stop` is set or SIGTERM/SIGINT arrives."""
+async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run the daemon until `stop` is set or SIGTERM/SIGINT arrives; the exit code."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(config)
+    daemon.request_stop = stop.set
     try:
         await daemon.start()
         notify_systemd("READY=1")
@@ -559,13 +583,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         notify_systemd("STOPPING=1")
     finally:
         await asyncio.wait_for(daemon.stop(), timeout=15)
+    return daemon.exit_code
 
 
 def run_daemon(config: Config) -> int:
     """Entry point of `edge run`; returns the exit code."""
     configure_logging(config.log.level, config.log.format)
     try:
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config))
     except EdgeError as exc:
         log.error("daemon.failed", error=str(exc))
         return 1

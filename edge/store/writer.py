@@ -103,6 +103,11 @@ class Store:
         self._closed = False
         self._batch_now = _now()
         self.on_commit: Callable[[int, float], None] | None = None
+        # Called (from the writer thread) the first time a write finds the file damaged,
+        # unless this start checked the file and found it sound: the daemon then restarts
+        # so that the next start checks it and sets it aside (edge/store/damage.py).
+        self.on_damaged: Callable[[], object] | None = None
+        self.checked_sound = False
         self._thread = threading.Thread(target=self._run, name="edge-store-write", daemon=True)
         self._thread.start()
 
@@ -114,6 +119,7 @@ class Store:
         of free space (edge/store/room.py) if `reserve_bytes`."""
         path = Path(path)
         reserve = room.Reserve(path, reserve_bytes)
+        checked_sound = False
 
         def opened() -> sqlite3.Connection:
             conn = connect(path)
@@ -131,6 +137,8 @@ class Store:
             if damage.flagged(path):
                 log.info("store.checked", path=str(path), result="ok")
                 damage.unflag(path)
+                nonlocal checked_sound
+                checked_sound = True
             if applied:
                 log.info("store.migrated", path=str(path), applied=applied)
             return conn
@@ -172,7 +180,9 @@ class Store:
             return conn
 
         conn = await asyncio.to_thread(prepare)
-        return cls(path, conn, outbox_max_rows, reserve)
+        store = cls(path, conn, outbox_max_rows, reserve)
+        store.checked_sound = checked_sound
+        return store
 
     @property
     def path(self) -> Path:
@@ -325,6 +335,11 @@ class Store:
                 hint="restart edge: it checks the whole file at start and, if it is"
                 " damaged, keeps it aside and starts a new one",
             )
+            if self.on_damaged is not None and not self.checked_sound:
+                try:
+                    self.on_damaged()
+                except Exception:  # the caller's problem must not stop the writer
+                    log.exception("store.on_damaged.failed")
 
     def _execute_unguarded(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
         conn = self._conn
