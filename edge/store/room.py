@@ -108,7 +108,8 @@ class Reserve:
 
 @dataclass
 class DiskState:
-    """What the store tells status, metrics and `edge doctor` about its disk."""
+    """What the store tells status, metrics and `edge doctor` about its disk and its file:
+    room, the reserve, what was dropped, failures, a damaged file set aside."""
 
     path: Path
     reserve: Reserve
