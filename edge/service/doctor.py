@@ -110,7 +110,7 @@ def disk_checks(config: Config, store: dict[str, Any] | None) -> Iterator[Check]
     """Room for the journal (DESIGN.md §2): a full disk costs the oldest meter values,
     and with nothing left to drop, every charger message is refused until there is room.
     `store` is the daemon's view (status JSON); without a daemon the disk is looked at."""
-    path = Path(config.store.path)
+    path = Path(store["path"]) if store and store.get("path") else Path(config.store.path)
     reserve = config.store.reserve_mb * 1024 * 1024
     free = store.get("free_bytes") if store else room.free_bytes(path)
     need = max(room.LOW_SPACE_BYTES, 2 * reserve)
