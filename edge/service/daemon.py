@@ -49,6 +49,7 @@ log = structlog.get_logger("edge.daemon")
 HOUSEKEEPING_S = 2.0
 # `edge run` exits with this (EX_TEMPFAIL) to be started again by systemd (Restart=on-failure)
 EXIT_RESTART = 75
+RESTART_AFTER_S = 1.0
 PRUNE_EVERY_S = 6 * 3600.0
 PRUNE_ROWS = 5000  # rows of a table deleted per transaction by retention
 GC_THRESHOLDS = (20_000, 20, 20)  # young, middle, old (gc.set_threshold); see Daemon.start
@@ -255,7 +256,9 @@ class Daemon:
             " aside and starts a new one",
         )
         self.exit_code = EXIT_RESTART
-        self.request_stop()
+        # after the answers to what the chargers sent meanwhile (a CALLERROR for what could
+        # not be stored) have gone out: a charger left without one waits for its timeout
+        asyncio.get_running_loop().call_later(RESTART_AFTER_S, self.request_stop)
 
     def _count_closed(self, event: Event, recorded: Recorded) -> None:
         if isinstance(event, StationDisconnected):
