@@ -42,6 +42,9 @@ ROOM_TRIES = 3
 # While the disk stays full, what is dropped to make room is logged at most this often.
 DISK_LOG_S = 60.0
 
+# An opened database: its connection, the outbox cap, whether a file marked damaged
+# checked sound (Store.open).
+_Opened = tuple[sqlite3.Connection, journal.OutboxCap, bool]
 # One queued write: the function, its caller's future, and that caller's event loop.
 _Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
@@ -82,14 +85,15 @@ class Store:
         self,
         path: Path,
         conn: sqlite3.Connection,
-        outbox_max_rows: int,
-        reserve: room.Reserve | None = None,
+        cap: journal.OutboxCap,
+        reserve: room.Reserve,
+        checked_sound: bool = False,
     ) -> None:
         self._path = path
         self._conn = conn
         self.disk = room.DiskState(
             path,
-            reserve or room.Reserve(path, 0),
+            reserve,
             dropped=room.load_dropped(conn),
             set_aside=damage.remembered(conn),
         )
@@ -99,7 +103,7 @@ class Store:
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store-read")
         self._read_conn: sqlite3.Connection | None = None
-        self._cap = journal.OutboxCap(conn, outbox_max_rows)
+        self._cap = cap
         self._closed = False
         self._batch_now = _now()
         self.on_commit: Callable[[int, float], None] | None = None
@@ -107,7 +111,7 @@ class Store:
         # unless this start checked the file and found it sound: the daemon then restarts
         # so that the next start checks it and sets it aside (edge/store/damage.py).
         self.on_damaged: Callable[[], object] | None = None
-        self.checked_sound = False
+        self.checked_sound = checked_sound
         self._thread = threading.Thread(target=self._run, name="edge-store-write", daemon=True)
         self._thread.start()
 
@@ -119,14 +123,15 @@ class Store:
         of free space (edge/store/room.py) if `reserve_bytes`."""
         path = Path(path)
         reserve = room.Reserve(path, reserve_bytes)
-        checked_sound = False
 
-        def opened() -> sqlite3.Connection:
+        def opened() -> _Opened:
+            """The connection, the outbox cap (its count reads every page of the outbox's
+            table: a damaged one shows here), and whether a file marked damaged checked
+            sound."""
             conn = connect(path)
             try:
                 applied = migrate(conn, path)
-                # Reads every page of the outbox's table, as the outbox cap will.
-                conn.execute("SELECT count(*) FROM outbox").fetchone()
+                cap = journal.OutboxCap(conn, outbox_max_rows)
                 problem = damage.check(conn) if damage.flagged(path) else None
             except BaseException:
                 conn.close()
@@ -134,16 +139,15 @@ class Store:
             if problem is not None:
                 conn.close()
                 raise damage.Damaged(problem)
-            if damage.flagged(path):
+            sound = damage.flagged(path)
+            if sound:
                 log.info("store.checked", path=str(path), result="ok")
                 damage.unflag(path)
-                nonlocal checked_sound
-                checked_sound = True
             if applied:
                 log.info("store.migrated", path=str(path), applied=applied)
-            return conn
+            return conn, cap, sound
 
-        def prepare() -> sqlite3.Connection:
+        def prepare() -> _Opened:
             try:
                 return prepared()
             except sqlite3.Error as exc:
@@ -152,9 +156,9 @@ class Store:
                     " exists and that the daemon's user (edge, under systemd) may write both"
                 ) from exc
 
-        def prepared() -> sqlite3.Connection:
+        def prepared() -> _Opened:
             try:
-                conn = opened()
+                conn, cap, sound = opened()
             except (sqlite3.DatabaseError, damage.Damaged) as exc:
                 if not damage.is_damage(exc):
                     raise
@@ -168,7 +172,7 @@ class Store:
                     hint=f"a new database is started; `sqlite3 {kept} .recover` may save"
                     " what the old one held",
                 )
-                conn = opened()
+                conn, cap, sound = opened()
                 damage.remember(conn, kept, str(exc), now)
             if reserve_bytes and not reserve.hold():
                 log.warning(
@@ -177,12 +181,10 @@ class Store:
                     reserve_bytes=reserve_bytes,
                     free_bytes=room.free_bytes(path),
                 )
-            return conn
+            return conn, cap, sound
 
-        conn = await asyncio.to_thread(prepare)
-        store = cls(path, conn, outbox_max_rows, reserve)
-        store.checked_sound = checked_sound
-        return store
+        conn, cap, sound = await asyncio.to_thread(prepare)
+        return cls(path, conn, cap, reserve, checked_sound=sound)
 
     @property
     def path(self) -> Path:
