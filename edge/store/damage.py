@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from edge.domain.units import iso_utc
+from edge.store.codes import primary_code
 
 DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 _META_KEY = "set_aside"
@@ -39,14 +40,7 @@ class Damaged(Exception):
 
 def is_damage(exc: BaseException) -> bool:
     """Whether SQLite says the file is not a database or is damaged."""
-    if isinstance(exc, Damaged):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (
-        isinstance(exc, sqlite3.DatabaseError)
-        and code is not None
-        and (code & 0xFF in DAMAGED_CODES)
-    )
+    return isinstance(exc, Damaged) or primary_code(exc) in DAMAGED_CODES
 
 
 def flag_path(db: Path) -> Path:

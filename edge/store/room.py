@@ -30,6 +30,7 @@ from typing import Any
 
 from edge.domain.units import iso_utc
 from edge.store import journal
+from edge.store.codes import primary_code
 
 # Each time room is made, rows are deleted (this many at a time) until the file has this
 # many free pages (1 MiB of 4 KiB pages) for what comes next.
@@ -48,9 +49,7 @@ _LOCAL = (
 
 def is_full(exc: BaseException) -> bool:
     """Whether SQLite failed for want of room (SQLITE_FULL: the disk, or the file's limit)."""
-    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == (
-        sqlite3.SQLITE_FULL
-    )
+    return primary_code(exc) == sqlite3.SQLITE_FULL
 
 
 def free_bytes(path: Path) -> int | None:

@@ -26,6 +26,7 @@ from edge.domain.events import Event, Recorded
 from edge.domain.units import iso_utc
 from edge.errors import EdgeError
 from edge.store import damage, journal, room
+from edge.store.codes import primary_code
 from edge.store.schema import migrate
 
 T = TypeVar("T")
@@ -467,5 +468,4 @@ _STORE_FAILURES = frozenset(
 
 
 def _store_failure(value: object) -> bool:
-    code = getattr(value, "sqlite_errorcode", None)
-    return isinstance(value, sqlite3.Error) and code is not None and code & 0xFF in _STORE_FAILURES
+    return primary_code(value) in _STORE_FAILURES
