@@ -761,13 +761,18 @@ def thin(conn: sqlite3.Connection, excess: int) -> int:
         (excess,),
     ).rowcount
     if dropped:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('outbox_thinned', ?) ON CONFLICT (key)"
-            " DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
-            (dropped,),
-        )
+        count_up(conn, "outbox_thinned", dropped)
         log.warning("outbox.thinned", dropped=dropped)
     return dropped
+
+
+def count_up(conn: sqlite3.Connection, key: str, n: int) -> None:
+    """Add `n` to the counter kept under `key` in `meta` (what was dropped, so far)."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+        (key, n),
+    )
 
 
 def reset_connections(conn: sqlite3.Connection) -> int:

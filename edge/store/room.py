@@ -185,11 +185,7 @@ def make_room(
                 ).rowcount
                 if not n:
                     break
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                    " DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
-                    (meta, n),
-                )
+                journal.count_up(conn, meta, n)
                 dropped[table] = dropped.get(table, 0) + n
         while short():
             n = journal.thin(conn, rows)
