@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from edge.domain.units import table_time as when
 from edge.errors import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -120,22 +121,6 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def show_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def when(iso: str | None, zone: str = "UTC") -> str | None:
-    """An API time (UTC) for a table, in `zone`: 2026-11-22 11:00:05."""
-    if not iso:
-        return None
-    if zone != "UTC":
-        from datetime import datetime
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            t = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
-            return t.strftime("%Y-%m-%d %H:%M:%S")
-        except (ValueError, ZoneInfoNotFoundError):
-            pass  # shown as sent
-    return iso[:19].replace("T", " ")
 
 
 # `edge sessions --csv`: the session JSON's fields (DESIGN.md §4.6), one row each.
@@ -340,13 +325,14 @@ def _firmware_cell(s: dict[str, Any], zone: str) -> str | None:
     """The firmware version, and an update's or upload's progress of the last day."""
     from datetime import UTC, datetime, timedelta
 
+    from edge.domain.units import parse_time
+
     said = [s["firmware"] or ""]
     for key, what in (("firmware_status", "update"), ("upload_status", "upload")):
         progress = s.get(key)
         if not progress:
             continue
-        at = datetime.fromisoformat(progress["at"].replace("Z", "+00:00"))
-        if datetime.now(UTC) - at < timedelta(days=1):
+        if datetime.now(UTC) - parse_time(progress["at"]) < timedelta(days=1):
             at_time = (when(progress["at"], zone) or "")[11:16]
             said.append(f"({what}: {progress['status']} at {at_time})")
     return " ".join(p for p in said if p) or None

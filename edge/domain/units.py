@@ -7,7 +7,7 @@ Current is in A per phase, power in W, energy in Wh. Times are timezone-aware UT
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Amps = float
 Watts = float
@@ -54,6 +54,20 @@ def parse_local(text: str, timezone: str) -> datetime:
             " (in the site's time zone) or with an offset, 2026-11-01T08:00Z"
         ) from None
     return t if t.tzinfo is not None else t.replace(tzinfo=ZoneInfo(timezone))
+
+
+def table_time(iso: str | None, zone: str = "UTC") -> str | None:
+    """A time as the API gives it (ISO 8601 UTC) for a table or a line, in `zone`:
+    2026-11-22 11:00:05. One that does not parse, or an unknown zone, is shown as sent."""
+    if not iso:
+        return None
+    if zone != "UTC":
+        try:
+            t = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+            return t.strftime("%Y-%m-%d %H:%M:%S")
+        except (ValueError, ZoneInfoNotFoundError):
+            pass
+    return iso[:19].replace("T", " ")
 
 
 def to_wh(value: float, unit: str | None) -> WattHours:

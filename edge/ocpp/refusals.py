@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.domain.units import table_time
+
 
 def refusal_text(r: dict[str, Any]) -> str:
     """One refused handshake: "'cp16' from 10.0.0.5 at 2026-12-04 10:00:05 UTC (3 times
     since 09:58:05): unknown station (did you mean 'CP16'?)"."""
-    at = str(r.get("at") or "")[:19].replace("T", " ")
+    at = table_time(r.get("at")) or ""
     hint = f" (did you mean {r['meant']!r}?)" if r.get("meant") else ""
     where = f" from {r['remote']}" if r.get("remote") else ""
     count = r.get("count") or 1
-    times = f" ({count} times since {str(r.get('first_at'))[11:19]})" if count > 1 else ""
+    since = (table_time(r.get("first_at")) or "")[11:]
+    times = f" ({count} times since {since})" if count > 1 else ""
     return f"{r.get('station')!r}{where} at {at} UTC{times}: {r.get('reason')}{hint}"
 
 
