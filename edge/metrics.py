@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from edge.store.room import DiskState, free_bytes
+from edge.store.room import LOCAL_TABLES, DiskState, free_bytes
 
 
 class Metrics:
@@ -165,7 +165,7 @@ class Metrics:
             ["table"],
             registry=r,
         )
-        for table in ("meter_values", "site_meter_samples"):
+        for table in LOCAL_TABLES:
             dropped.labels(table).set_function(functools.partial(_dropped, disk, table))
 
     def render(self) -> tuple[bytes, str]:

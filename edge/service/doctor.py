@@ -111,7 +111,7 @@ def disk_checks(config: Config, store: dict[str, Any] | None) -> Iterator[Check]
     and with nothing left to drop, every charger message is refused until there is room.
     `store` is the daemon's view (status JSON); without a daemon the disk is looked at."""
     path = Path(store["path"]) if store and store.get("path") else Path(config.store.path)
-    reserve = config.store.reserve_mb * 1024 * 1024
+    reserve = store["reserve_bytes"] if store else config.store.reserve_mb * 1024 * 1024
     free = store.get("free_bytes") if store else room.free_bytes(path)
     need = max(room.LOW_SPACE_BYTES, 2 * reserve)
     where = f"disk of {path}"
@@ -149,7 +149,7 @@ def disk_checks(config: Config, store: dict[str, Any] | None) -> Iterator[Check]
     if store and reserve and not store.get("reserve_held"):
         yield (
             False,
-            f"{where}: the reserve of {config.store.reserve_mb} MiB is not held (the disk"
+            f"{where}: the reserve of {reserve // 2**20} MiB is not held (the disk"
             " had less than twice that free); edge takes it once there is room",
         )
 

@@ -40,11 +40,10 @@ ROOM_ROWS = 500
 # configured, a disk that was full counts as full until it has this much free again.
 LOW_SPACE_BYTES = 64 * 1024 * 1024
 
-# Oldest first: the journal's rows, with the meta key that counts what was dropped.
-_LOCAL = (
-    ("meter_values", "room_dropped_meter_values"),
-    ("site_meter_samples", "room_dropped_site_meter_samples"),
-)
+# The journal's tables dropped from first, in this order; `meta` counts each under
+# "room_dropped_<table>".
+LOCAL_TABLES = ("meter_values", "site_meter_samples")
+_LOCAL = tuple((table, f"room_dropped_{table}") for table in LOCAL_TABLES)
 
 
 def is_full(exc: BaseException) -> bool:
