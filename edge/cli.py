@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -164,7 +165,16 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         t.add_column(col)
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
-    Console().print(t)
+    Console(width=_PIPED_WIDTH if _piped() else None).print(t)
+
+
+# Into a pipe or a file, rich would fit a table to 80 columns and cut every cell of it
+# ("2026…", "stati…") for `grep` and `less`; there it gets the room it needs instead.
+_PIPED_WIDTH = 1000
+
+
+def _piped() -> bool:
+    return not sys.stdout.isatty() and "COLUMNS" not in os.environ
 
 
 # -- daemon and installer commands -------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,12 +18,15 @@ from tests.peer import BOOT_16, RawCharger
 
 
 def edge(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    # Without COLUMNS, as a table piped into grep or a file is printed.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run(
         [sys.executable, "-m", "edge", *args],
         capture_output=True,
         text=True,
         timeout=60,
         input=stdin,
+        env=env,
     )
 
 
@@ -202,6 +206,11 @@ def test_interactive_simulator_drives_a_session(daemon: tuple[DaemonProcess, Pat
     assert "SIM01: session started" in out.stdout and "SIM01: session stopped" in out.stdout
     sessions = json.loads(edge("sessions", "--station", "SIM01", "--json", "--config", c).stdout)
     assert sessions[0]["id_tag"] == "CARD7" and sessions[0]["status"] == "completed"
+    # Piped, the table keeps whole cells: a manager's `edge sessions | grep CARD7` finds it.
+    table = edge("sessions", "--station", "SIM01", "--config", c)
+    assert table.returncode == 0, table.stderr
+    assert "CARD7" in table.stdout and "completed" in table.stdout, table.stdout
+    assert "…" not in table.stdout, table.stdout
 
 
 def test_doctor_names_what_is_missing(daemon: tuple[DaemonProcess, Path, int]) -> None:
