@@ -11,10 +11,16 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
+from edge.config import parse_config
+from edge.domain.events import ConnectorStatusChanged
+from edge.domain.units import parse_time
 from edge.service import hostclock
-from edge.state.registry import StationState, clock_text
+from edge.service.site import SiteService
+from edge.state.registry import Registry, StationState, clock_text
+from edge.store.writer import Store
 from tests.conftest import StartSite
 from tests.peer import BOOT_16, RawCharger
 from tests.test_meters_daemon import api, edge_cli
@@ -114,8 +120,12 @@ def _status(at: datetime) -> dict[str, object]:
 
 
 async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
-    start_site: StartSite, tmp_path: Path
+    start_site: StartSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # `edge doctor` runs as a process of its own and asks the kernel itself.
+    kernel = hostclock.synchronized()
+    # This controller's clock synchronized: the kernel's flag cannot be set both ways here.
+    monkeypatch.setattr(hostclock, "synchronized", lambda: True)
     site = await start_site()
     config = site.config_path
     charger = await RawCharger.connect(site.url, "CP16")
@@ -136,7 +146,7 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
         assert off["station"] == "CP16" and abs(off["offset_s"] - 7230) <= 2
         # The line says whether this controller's own clock can be trusted (the kernel's
         # word: a Raspberry Pi without NTP starts from the time it last saved).
-        assert off["controller_synchronized"] is hostclock.synchronized()
+        assert off["controller_synchronized"] is True and off["time_offered"] is True
 
         # It sends the Heartbeat but keeps its clock: still named, and not asked again.
         await charger.call("Heartbeat", {})
@@ -151,14 +161,13 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
         assert "station CP16: clock 2 h ahead of this controller's" in out, out
         assert "set its clock or NTP server on the charger" in out
         # Its own clock too: named by doctor and, when not synchronized, by status.
-        synced = hostclock.synchronized()
         _, status = await api(site, "/api/v1/status")
-        assert status["clock_synchronized"] is synced
-        if synced is not None:
-            mark = "✓ clock synchronized (NTP)" if synced else "✗ clock NOT synchronized"
+        assert status["clock_synchronized"] is True
+        if kernel is not None:
+            mark = "✓ clock synchronized (NTP)" if kernel else "✗ clock NOT synchronized"
             assert mark in out, out
         code, out = await edge_cli("status", "--api", site.api)
-        assert ("clock     NOT synchronized" in out) is (synced is False), out
+        assert code == 0 and "NOT synchronized" not in out, out
 
         # It takes the time from a Heartbeat's answer; its next message shows it right.
         with capture_logs() as logs:
@@ -171,3 +180,79 @@ async def test_a_charger_whose_clock_is_off_is_named_until_it_takes_the_time(
         assert "clock" not in out
     finally:
         await charger.close()
+
+
+def _given(answer: list[object]) -> datetime:
+    """The currentTime of a Heartbeat or BootNotification answer frame."""
+    payload = answer[2]
+    assert isinstance(payload, dict), answer
+    return parse_time(payload["currentTime"])
+
+
+async def test_an_unsynchronized_controller_does_not_set_a_charger_back(
+    start_site: StartSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Raspberry Pi that restarted without reaching NTP runs from the time it last
+    saved, behind the true time; a charger ahead of it keeps its clock."""
+    synchronized = [False]
+    monkeypatch.setattr(hostclock, "synchronized", lambda: synchronized[0])
+    site = await start_site()
+    charger = await RawCharger.connect(site.url, "CP16")
+    ahead = timedelta(hours=2, seconds=30)
+
+    def off_by(given: datetime) -> float:
+        return (given - datetime.now(UTC)).total_seconds()
+
+    try:
+        await charger.call("BootNotification", BOOT_16)
+        with capture_logs() as logs:
+            await charger.call("StatusNotification", _status(datetime.now(UTC) + ahead))
+            await asyncio.sleep(0.3)
+        off = next(e for e in logs if e["event"] == "ocpp.clock.off")
+        assert off["controller_synchronized"] is False and off["time_offered"] is False
+        assert charger.calls.empty(), "no TriggerMessage: edge's time would set it back"
+        # Its Heartbeat is answered with its own time, and so is the Boot after a reboot.
+        for action, payload in (("Heartbeat", {}), ("BootNotification", BOOT_16)):
+            given = _given(await charger.call(action, payload))
+            assert abs(off_by(given) - ahead.total_seconds()) <= 3, (action, given)
+        code, out = await edge_cli("doctor", "--config", str(site.config_path), "--api", site.api)
+        assert (
+            code == 1
+            and (
+                "station CP16: clock 2 h ahead of this controller's, whose own clock is not"
+                " synchronized: edge does not set the charger's back"
+            )
+            in out
+        ), out
+        # Once this controller's clock is synchronized, its own time is given again.
+        synchronized[0] = True
+        assert abs(off_by(_given(await charger.call("Heartbeat", {})))) <= 3
+    finally:
+        await charger.close()
+
+
+async def test_a_charger_behind_an_unsynchronized_controller_is_still_given_its_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unsynchronized controller is behind the true time, never ahead: a charger behind
+    it (one without a backed-up clock, at its build date) is nearer the truth with it."""
+    monkeypatch.setattr(hostclock, "synchronized", lambda: False)
+    now = [T0]
+    store = await Store.open(tmp_path / "edge.sqlite")
+    site = SiteService(parse_config(""), store, Registry([("CP1", False)]), lambda: now[0])
+    offered: list[str] = []
+    site.on_clock_off = offered.append
+    behind = timedelta(days=400)
+    try:
+        for s in range(0, 70, 10):  # a clock behind is named once a minute of samples agree
+            now[0] = T0 + timedelta(seconds=s)
+            await site.record(
+                ConnectorStatusChanged(
+                    "CP1", now[0], 1, "Available", "NoError", now[0] - behind, {}
+                )
+            )
+        assert offered == ["CP1"]
+        assert site.time_for("CP1") == now[0]
+        assert site.heartbeat("CP1") == now[0]
+    finally:
+        await store.close()

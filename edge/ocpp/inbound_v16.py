@@ -78,17 +78,17 @@ class V16Inbound:
             serial=p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber", ""),
         )
         now = self.site.now()
+        given = self.site.time_for(station)  # by its clock as last seen, before the boot
         await self.site.record(StationBooted(station, now, identity, status, p))
         return {
             "status": status,
-            "currentTime": iso_utc(now),
+            "currentTime": iso_utc(given),
             "interval": self.site.heartbeat_interval,
         }
 
     async def heartbeat(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.6."""
-        self.site.touch(station)
-        return {"currentTime": iso_utc(self.site.now())}
+        return {"currentTime": iso_utc(self.site.heartbeat(station))}
 
     async def status_notification(self, station: str, p: Payload) -> Payload:
         """OCPP 1.6 §4.9; connectorId 0 is the charge point as a whole."""

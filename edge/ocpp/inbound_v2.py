@@ -90,17 +90,17 @@ class V2Inbound:
         )
         status = self.site.boot_status(station)
         now = self.site.now()
+        given = self.site.time_for(station)  # by its clock as last seen, before the boot
         await self.site.record(StationBooted(station, now, identity, status, p))
         return {
-            "currentTime": iso_utc(now),
+            "currentTime": iso_utc(given),
             "interval": self.site.heartbeat_interval,
             "status": status,
         }
 
     async def heartbeat(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 G02."""
-        self.site.touch(station)
-        return {"currentTime": iso_utc(self.site.now())}
+        return {"currentTime": iso_utc(self.site.heartbeat(station))}
 
     async def status_notification(self, station: str, p: Payload) -> Payload:
         """OCPP 2.0.1 G01: status per EVSE connector."""

@@ -23,8 +23,13 @@ class Site(Protocol):
         """What a BootNotification of this station is answered: Accepted, Pending, Rejected."""
         ...
 
-    def touch(self, station_id: str) -> None:
-        """Note that a station was heard from (Heartbeat) without journaling anything."""
+    def heartbeat(self, station_id: str) -> datetime:
+        """Note that a station was heard from (Heartbeat) without journaling anything;
+        returns the time to answer it with."""
+        ...
+
+    def time_for(self, station_id: str) -> datetime:
+        """The time to give a station (BootNotification and Heartbeat answers)."""
         ...
 
     async def record(self, event: Event) -> Recorded:

@@ -76,8 +76,16 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
                     f"{seen.get('vendor') or '?'} {seen.get('model') or ''}".rstrip()
                 ),
             )
-            clock = clock_text(seen.get("clock_offset_s"))
-            if clock:
+            offset = seen.get("clock_offset_s")
+            clock = clock_text(offset)
+            if clock and offset > 0 and status.get("clock_synchronized") is False:
+                yield (
+                    False,
+                    f"station {st.id}: {clock} of this controller's, whose own clock is not"
+                    " synchronized: edge does not set the charger's back; give this"
+                    " controller an NTP server it can reach",
+                )
+            elif clock:
                 yield (
                     False,
                     f"station {st.id}: {clock} of this controller's, so are its session"

@@ -13,7 +13,7 @@ from edge.domain.auth import AuthEntry, AuthPolicy, AuthStatus, decide
 from edge.domain.events import Event, Recorded, StationDisconnected
 from edge.domain.units import parse_time
 from edge.service import hostclock
-from edge.state.registry import Registry
+from edge.state.registry import Registry, StationState
 from edge.store import auth as auth_store
 from edge.store.writer import Store
 
@@ -58,11 +58,34 @@ class SiteService:
             return "Accepted"
         return self.config.ocpp.unknown_station_boot.capitalize()
 
-    def touch(self, station_id: str) -> None:
-        """A heartbeat: the station is alive, and takes the time from the answer."""
+    def heartbeat(self, station_id: str) -> datetime:
+        """A heartbeat: the station is alive; the time its answer gives it (`time_for`)."""
         st = self.registry.station(station_id)
-        st.last_seen = self.clock()
-        st.clock_set()
+        now = st.last_seen = self.clock()
+        given = self._time_at(st, now)
+        if given == now:
+            st.clock_set()  # it takes edge's time: what its clock said before is void
+        return given
+
+    def time_for(self, station_id: str) -> datetime:
+        """The time to give a station in a BootNotification or Heartbeat answer
+        (currentTime, OCPP 1.6 §4.2, §4.6; 2.0.1 B01, G02): this controller's clock, unless
+        that clock is not synchronized and the station's is ahead of it.
+
+        A controller without a synchronized clock (a Raspberry Pi after a power cut, with
+        no NTP server reached) runs from the time it last saved: behind the true time,
+        never ahead. A charger whose clock is ahead of it is then nearer the truth, and
+        edge's time would set it back, with every session time after it. Such a charger
+        is given its own time (edge's plus its offset) until this controller's clock is
+        synchronized."""
+        return self._time_at(self.registry.stations.get(station_id), self.clock())
+
+    @staticmethod
+    def _time_at(st: StationState | None, now: datetime) -> datetime:
+        if st is not None and st.clock_ahead and hostclock.synchronized() is False:
+            assert st.clock_offset_s is not None
+            return now + timedelta(seconds=st.clock_offset_s)
+        return now
 
     async def record(self, event: Event) -> Recorded:
         """Commit first (DESIGN.md §2), then show it in the live state."""
@@ -89,15 +112,18 @@ class SiteService:
             st = self.registry.station(station)
             if st.clock_off:
                 # Its session times are off by as much; BootNotification and Heartbeat give
-                # it the time (OCPP 1.6 §4.2, §4.6).
-                # If this controller's clock is the wrong one, the charger's may be right.
+                # it the time (OCPP 1.6 §4.2, §4.6), unless this controller's own clock is
+                # not synchronized and behind the charger's (`time_for`).
+                synchronized = hostclock.synchronized()
+                offered = not (st.clock_ahead and synchronized is False)
                 log.warning(
                     "ocpp.clock.off",
                     station=station,
                     offset_s=st.clock_offset_s,
-                    controller_synchronized=hostclock.synchronized(),
+                    controller_synchronized=synchronized,
+                    time_offered=offered,
                 )
-                if self.on_clock_off is not None:
+                if offered and self.on_clock_off is not None:
                     self.on_clock_off(station)
             else:
                 log.info("ocpp.clock.ok", station=station, offset_s=st.clock_offset_s)

@@ -112,6 +112,11 @@ class StationState:
         """Whether its clock is further from the controller's than CLOCK_TOLERANCE_S."""
         return self.clock_offset_s is not None and abs(self.clock_offset_s) > CLOCK_TOLERANCE_S
 
+    @property
+    def clock_ahead(self) -> bool:
+        """Whether its clock is ahead of the controller's by more than CLOCK_TOLERANCE_S."""
+        return self.clock_offset_s is not None and self.clock_offset_s > CLOCK_TOLERANCE_S
+
     def clock_set(self) -> None:
         """The charger was just given the time (BootNotification, Heartbeat): what its
         clock said before says nothing of it now; the next message tells."""
