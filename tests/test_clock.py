@@ -224,8 +224,15 @@ async def test_an_unsynchronized_controller_does_not_set_a_charger_back(
             )
             in out
         ), out
-        # Once this controller's clock is synchronized, its own time is given again.
-        synchronized[0] = True
+        # Once this controller's clock is synchronized, it offers its time again at once.
+        with capture_logs() as logs:
+            synchronized[0] = True
+            trigger = await charger.next_call()
+        assert trigger[2:] == ["TriggerMessage", {"requestedMessage": "Heartbeat"}]
+        assert any(
+            e["event"] == "ocpp.clock.synchronized" and e["offering"] == ["CP16"] for e in logs
+        )
+        await charger.answer(trigger, {"status": "Accepted"})
         assert abs(off_by(_given(await charger.call("Heartbeat", {})))) <= 3
     finally:
         await charger.close()

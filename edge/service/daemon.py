@@ -95,6 +95,7 @@ class Daemon:
         self.store: Store | None = None
         self.server: OcppServer | None = None
         self.backend: DaemonBackend | None = None
+        self.site: SiteService | None = None
         self.meters: MeterService | None = None
         self.load: LoadController | None = None
         self.uplink: MqttUplink | OcppUplink | None = None
@@ -127,7 +128,7 @@ class Daemon:
             asyncio.get_running_loop().call_soon_threadsafe, self._restart_for_check
         )
         await self._restore(store)
-        site = SiteService(self.config, store, self.registry)
+        site = self.site = SiteService(self.config, store, self.registry)
         await self._sync_config_tags(store)
         await site.refresh_tag_count()
         self.server = OcppServer(server_settings(self.config), site, self.metrics)
@@ -217,6 +218,8 @@ class Daemon:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 await self._prune(store)
             self._collect_closed()
+            if self.site is not None:
+                self.site.watch_controller_clock()
             try:
                 backend.outbox = await store.read(
                     functools.partial(queries.outbox_stats, now=utc_now())

@@ -45,6 +45,8 @@ class SiteService:
         self.listeners: list[Callable[[Event, Recorded], None]] = []
         # called with a station whose clock has just gone off (the daemon offers it the time)
         self.on_clock_off: Callable[[str], None] | None = None
+        # this controller's clock as last seen by `watch_controller_clock`
+        self._synchronized = hostclock.synchronized()
         # the cloud's say on a tag (OCPP uplink, DESIGN.md §4.5); None: it did not answer
         self.cloud_authorize: Callable[[str, str], Awaitable[dict[str, Any] | None]] | None = None
 
@@ -79,6 +81,20 @@ class SiteService:
         is given its own time (edge's plus its offset) until this controller's clock is
         synchronized."""
         return self._time_at(self.registry.stations.get(station_id), self.clock())
+
+    def watch_controller_clock(self) -> None:
+        """Called now and then: once this controller's clock is synchronized at last (NTP
+        reached), the chargers left ahead of it (`time_for`) are offered its time. Those
+        that were right take the same time again; those that were wrong are set right."""
+        synchronized = hostclock.synchronized()
+        was, self._synchronized = self._synchronized, synchronized
+        if not (was is False and synchronized is True):
+            return
+        kept = [st.id for st in self.registry.stations.values() if st.connected and st.clock_ahead]
+        log.info("ocpp.clock.synchronized", offering=kept)
+        if self.on_clock_off is not None:
+            for station in kept:
+                self.on_clock_off(station)
 
     @staticmethod
     def _time_at(st: StationState | None, now: datetime) -> datetime:
