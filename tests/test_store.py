@@ -427,6 +427,21 @@ def test_migrations_apply_only_what_is_missing(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_meter_values_keep_their_rows_when_their_session_index_goes(tmp_path: Path) -> None:
+    path = tmp_path / "edge.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, path, MIGRATIONS[:5])
+    conn.execute(
+        "INSERT INTO meter_values (id, station, connector, session_id, timestamp, data,"
+        " received_at) VALUES (9, 'CP1', 1, 3, 't', x'5b5d', '2026-12-04T10:00:00.000Z')"
+    )
+    assert migrate(conn, path) == len(MIGRATIONS) - 5
+    assert conn.execute("SELECT id, session_id FROM meter_values").fetchall() == [(9, 3)]
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "meter_values_session" not in indexes and "meter_values_received" in indexes
+    conn.close()
+
+
 def test_the_outbox_keeps_its_rows_and_ids_when_its_ids_become_never_reused(
     tmp_path: Path,
 ) -> None:
