@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -427,15 +427,28 @@ def test_migrations_apply_only_what_is_missing(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_meter_values_keep_their_rows_when_their_session_index_goes(tmp_path: Path) -> None:
+def _migrated_from(
+    tmp_path: Path, version: int, before: Callable[[sqlite3.Connection], object]
+) -> sqlite3.Connection:
+    """A database an older edge left at schema `version`, with what `before` wrote in it,
+    brought to the newest schema."""
     path = tmp_path / "edge.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, path, MIGRATIONS[:5])
-    conn.execute(
-        "INSERT INTO meter_values (id, station, connector, session_id, timestamp, data,"
-        " received_at) VALUES (9, 'CP1', 1, 3, 't', x'5b5d', '2026-12-04T10:00:00.000Z')"
+    migrate(conn, path, MIGRATIONS[:version])
+    before(conn)
+    assert migrate(conn, path) == len(MIGRATIONS) - version
+    return conn
+
+
+def test_meter_values_keep_their_rows_when_their_session_index_goes(tmp_path: Path) -> None:
+    conn = _migrated_from(
+        tmp_path,
+        5,
+        lambda c: c.execute(
+            "INSERT INTO meter_values (id, station, connector, session_id, timestamp, data,"
+            " received_at) VALUES (9, 'CP1', 1, 3, 't', x'5b5d', '2026-12-04T10:00:00.000Z')"
+        ),
     )
-    assert migrate(conn, path) == len(MIGRATIONS) - 5
     assert conn.execute("SELECT id, session_id FROM meter_values").fetchall() == [(9, 3)]
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "meter_values_session" not in indexes and "meter_values_received" in indexes
@@ -445,19 +458,13 @@ def test_meter_values_keep_their_rows_when_their_session_index_goes(tmp_path: Pa
 def test_the_outbox_keeps_its_rows_and_ids_when_its_ids_become_never_reused(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "edge.sqlite"
-    conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, path, MIGRATIONS[:3])
-    conn.execute(
+    insert = (
         "INSERT INTO outbox (id, record_id, station, seq, type, time, data, created_at)"
-        " VALUES (7, 'r7', 'CP1', 4, 'station.status', 't', x'7b7d', 't')"
+        " VALUES (?, ?, 'CP1', ?, 'station.status', 't', x'7b7d', 't')"
     )
-    assert migrate(conn, path) == len(MIGRATIONS) - 3
+    conn = _migrated_from(tmp_path, 3, lambda c: c.execute(insert, (7, "r7", 4)))
     conn.execute("DELETE FROM outbox")
-    conn.execute(
-        "INSERT INTO outbox (record_id, station, seq, type, time, data, created_at)"
-        " VALUES ('r8', 'CP1', 5, 'station.status', 't', x'7b7d', 't')"
-    )
+    conn.execute(insert, (None, "r8", 5))
     assert conn.execute("SELECT id, record_id FROM outbox").fetchall() == [(8, "r8")]
     conn.close()
 
@@ -465,17 +472,17 @@ def test_the_outbox_keeps_its_rows_and_ids_when_its_ids_become_never_reused(
 def test_sessions_keep_their_rows_and_ids_when_transaction_ids_may_repeat(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "edge.sqlite"
-    conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, path, MIGRATIONS[:4])
     insert = (
         "INSERT INTO sessions (id, station, connector, transaction_id, started_at, status,"
         " created_at, updated_at) VALUES (?, 'CP2', 1, ?, 't', 'completed', 't', 't')"
     )
-    conn.execute(insert, (3, "1"))
-    conn.execute(insert, (9, "2"))
-    conn.execute("DELETE FROM sessions WHERE id = 9")  # the sequence stays at 9
-    assert migrate(conn, path) == len(MIGRATIONS) - 4
+
+    def before(c: sqlite3.Connection) -> None:
+        c.execute(insert, (3, "1"))
+        c.execute(insert, (9, "2"))
+        c.execute("DELETE FROM sessions WHERE id = 9")  # the sequence stays at 9
+
+    conn = _migrated_from(tmp_path, 4, before)
     conn.execute(insert, (None, "1"))  # the same transaction id again: allowed now
     rows = conn.execute("SELECT id, transaction_id FROM sessions ORDER BY id").fetchall()
     assert rows == [(3, "1"), (10, "1")], "rows kept, and no id handed out twice"
