@@ -13,7 +13,7 @@ from urllib.parse import quote
 from edge.config import Config
 from edge.ocpp.refusals import refusal_text, refusals_of
 from edge.service import hostclock
-from edge.state.registry import clock_text
+from edge.state.registry import clock_text, keeps_own_time
 from edge.store import room
 
 Check = tuple[bool, str]
@@ -78,7 +78,7 @@ def run_checks(config: Config, api: Any) -> Iterator[Check]:
             )
             offset = seen.get("clock_offset_s")
             clock = clock_text(offset)
-            if clock and offset > 0 and status.get("clock_synchronized") is False:
+            if clock and keeps_own_time(offset, status.get("clock_synchronized")):
                 yield (
                     False,
                     f"station {st.id}: {clock} of this controller's, whose own clock is not"

@@ -11,7 +11,9 @@ same flag, but needs systemd and D-Bus.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
+from typing import Any
 
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronized
 # struct timex is 208 bytes on 64-bit Linux (less on 32-bit); a larger zeroed buffer
@@ -21,13 +23,22 @@ _TIMEX_BYTES = 512
 
 def synchronized() -> bool | None:
     """True or False as the kernel says; None where it cannot be asked (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex
-    except (OSError, AttributeError):
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
     state = adjtimex(ctypes.create_string_buffer(_TIMEX_BYTES))
     if state < 0:
         return None
     return bool(state != _TIME_ERROR)
+
+
+@functools.cache
+def _adjtimex() -> Any:
+    """The C library's adjtimex, looked up once (each heartbeat answer may ask); None
+    where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None

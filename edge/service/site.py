@@ -13,7 +13,7 @@ from edge.domain.auth import AuthEntry, AuthPolicy, AuthStatus, decide
 from edge.domain.events import Event, Recorded, StationDisconnected
 from edge.domain.units import parse_time
 from edge.service import hostclock
-from edge.state.registry import Registry, StationState
+from edge.state.registry import Registry, StationState, keeps_own_time
 from edge.store import auth as auth_store
 from edge.store.writer import Store
 
@@ -90,7 +90,11 @@ class SiteService:
         was, self._synchronized = self._synchronized, synchronized
         if not (was is False and synchronized is True):
             return
-        kept = [st.id for st in self.registry.stations.values() if st.connected and st.clock_ahead]
+        kept = [
+            st.id
+            for st in self.registry.stations.values()
+            if st.connected and keeps_own_time(st.clock_offset_s, was)
+        ]
         log.info("ocpp.clock.synchronized", offering=kept)
         if self.on_clock_off is not None:
             for station in kept:
@@ -98,7 +102,7 @@ class SiteService:
 
     @staticmethod
     def _time_at(st: StationState | None, now: datetime) -> datetime:
-        if st is not None and st.clock_ahead and hostclock.synchronized() is False:
+        if st is not None and keeps_own_time(st.clock_offset_s, hostclock.synchronized()):
             assert st.clock_offset_s is not None
             return now + timedelta(seconds=st.clock_offset_s)
         return now
@@ -131,7 +135,7 @@ class SiteService:
                 # it the time (OCPP 1.6 §4.2, §4.6), unless this controller's own clock is
                 # not synchronized and behind the charger's (`time_for`).
                 synchronized = hostclock.synchronized()
-                offered = not (st.clock_ahead and synchronized is False)
+                offered = not keeps_own_time(st.clock_offset_s, synchronized)
                 log.warning(
                     "ocpp.clock.off",
                     station=station,

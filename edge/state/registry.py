@@ -112,11 +112,6 @@ class StationState:
         """Whether its clock is further from the controller's than CLOCK_TOLERANCE_S."""
         return self.clock_offset_s is not None and abs(self.clock_offset_s) > CLOCK_TOLERANCE_S
 
-    @property
-    def clock_ahead(self) -> bool:
-        """Whether its clock is ahead of the controller's by more than CLOCK_TOLERANCE_S."""
-        return self.clock_offset_s is not None and self.clock_offset_s > CLOCK_TOLERANCE_S
-
     def clock_set(self) -> None:
         """The charger was just given the time (BootNotification, Heartbeat): what its
         clock said before says nothing of it now; the next message tells."""
@@ -313,6 +308,15 @@ class Registry:
 
 def _newest(readings: tuple[MeterReading, ...]) -> datetime | None:
     return max((r.timestamp for r in readings), default=None)
+
+
+def keeps_own_time(offset_s: float | None, controller_synchronized: bool | None) -> bool:
+    """Whether a charger is left its own clock rather than given the controller's: the
+    controller's is not synchronized (so behind the true time, never ahead) and the
+    charger's is ahead of it by more than CLOCK_TOLERANCE_S."""
+    return (
+        controller_synchronized is False and offset_s is not None and offset_s > CLOCK_TOLERANCE_S
+    )
 
 
 def clock_text(offset_s: float | None) -> str | None:
