@@ -129,18 +129,19 @@ class Store:
             """The connection, the outbox cap (its count reads every page of the outbox's
             table: a damaged one shows here), and whether a file marked damaged checked
             sound."""
+            flagged = damage.flagged(path)
             conn = connect(path)
             try:
                 applied = migrate(conn, path)
                 cap = journal.OutboxCap(conn, outbox_max_rows)
-                problem = damage.check(conn) if damage.flagged(path) else None
+                problem = damage.check(conn) if flagged else None
             except BaseException:
                 conn.close()
                 raise
             if problem is not None:
                 conn.close()
                 raise damage.Damaged(problem)
-            sound = damage.flagged(path)
+            sound = flagged
             if sound:
                 log.info("store.checked", path=str(path), result="ok")
                 damage.unflag(path)
